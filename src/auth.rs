@@ -1,0 +1,730 @@
+//! Request headers → [`Identity`].
+//!
+//! Credentials are taken in Argilla's order, and the first one present decides: a present but
+//! wrong credential is a 401 and never falls through to the next (`X-Argilla-Api-Key`,
+//! `X-Rubrix-Api-Key`, `Authorization: Bearer <gateway token or API key>`, `Authorization:
+//! Basic`). An empty header counts as absent, as in Argilla 1.6+. Disabled users are refused on
+//! every path, but only after their credential was verified, so the answer never tells a
+//! stranger that an account exists.
+//!
+//! API keys are found by digest. bcrypt runs on the blocking pool under a concurrency bound, and
+//! a verified (user, password, hash) triple is remembered under a keyed hash, so the next
+//! request with it costs one HMAC and one map lookup. Because the stored hash is part of the
+//! key, a password change forgets the old entry by itself.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+
+use crate::{
+    error::Reject,
+    limit::Limiter,
+    token::Tokens,
+    users::{Digest32, User, UserStore, Users},
+};
+
+/// The credential headers a client may send; all are removed before forwarding.
+pub const CREDENTIAL_HEADERS: [&str; 3] =
+    ["x-argilla-api-key", "x-rubrix-api-key", "authorization"];
+
+/// How a request proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// An API key in `X-Argilla-Api-Key`, `X-Rubrix-Api-Key` or `Authorization: Bearer`.
+    ApiKey,
+    /// A gateway token in `Authorization: Bearer`.
+    Token,
+    /// `Authorization: Basic`.
+    Basic,
+}
+
+impl Method {
+    /// A short label for logs and metrics.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::Token => "token",
+            Self::Basic => "basic",
+        }
+    }
+}
+
+/// An authenticated user, with the store it was found in (so that workspace checks use the
+/// same snapshot).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user.
+    pub user: Arc<User>,
+    /// The snapshot the user came from.
+    pub store: Arc<UserStore>,
+    /// How the user authenticated.
+    pub method: Method,
+}
+
+/// A credential as found in the headers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// An API key from one of the key headers.
+    ApiKey(String),
+    /// The value after `Bearer `: a gateway token or, for older clients, an API key.
+    Bearer(String),
+    /// Decoded Basic credentials.
+    Basic {
+        /// Everything before the first colon.
+        username: String,
+        /// Everything after it.
+        password: String,
+    },
+}
+
+fn unauthenticated(reason: &'static str) -> Reject {
+    Reject::Unauthenticated {
+        basic: false,
+        reason,
+    }
+}
+
+fn bad_basic(reason: &'static str) -> Reject {
+    Reject::Unauthenticated {
+        basic: true,
+        reason,
+    }
+}
+
+/// The single non-empty value of a header; a repetition with a different value is refused.
+fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, Reject> {
+    let mut chosen: Option<&str> = None;
+    for value in headers.get_all(name) {
+        let value = value
+            .to_str()
+            .map_err(|_| unauthenticated("credential header is not visible ASCII"))?;
+        if value.is_empty() {
+            continue;
+        }
+        match chosen {
+            Some(previous) if previous != value => {
+                return Err(unauthenticated(
+                    "credential header repeated with different values",
+                ));
+            }
+            _ => chosen = Some(value),
+        }
+    }
+    Ok(chosen.map(str::to_owned))
+}
+
+/// Finds the credential that decides, without checking it.
+///
+/// # Errors
+/// 401 for a credential header that is present but malformed.
+pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Reject> {
+    for name in ["x-argilla-api-key", "x-rubrix-api-key"] {
+        if let Some(key) = single(headers, name)? {
+            return Ok(Some(Credential::ApiKey(key)));
+        }
+    }
+    let Some(value) = single(headers, "authorization")? else {
+        return Ok(None);
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value.as_str(), ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(unauthenticated("empty bearer token"));
+        }
+        return Ok(Some(Credential::Bearer(rest.to_owned())));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .map_err(|_| bad_basic("basic credentials are not base64"))?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| bad_basic("basic credentials are not UTF-8"))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| bad_basic("basic credentials without a colon"))?;
+        if username.is_empty() {
+            return Err(bad_basic("basic credentials without a username"));
+        }
+        return Ok(Some(Credential::Basic {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }));
+    }
+    Err(unauthenticated("unsupported authorization scheme"))
+}
+
+/// bcrypt verification: bounded, off the async workers, remembered.
+pub struct Verifier {
+    permits: Semaphore,
+    /// Requests waiting for a permit, and how many may wait.
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+    /// The bcrypt threads' work queue.
+    jobs: std::sync::mpsc::Sender<Job>,
+    cache_key: [u8; 32],
+    cache: RwLock<HashMap<Digest32, Instant>>,
+    ttl: Duration,
+    capacity: usize,
+    dummies: Mutex<HashMap<u32, Arc<str>>>,
+    /// bcrypt checks run (for metrics).
+    pub checks: std::sync::atomic::AtomicU64,
+    /// Verifications answered from memory (for metrics).
+    pub cache_hits: std::sync::atomic::AtomicU64,
+}
+
+impl Verifier {
+    /// A verifier running at most `concurrency` bcrypt checks at once and remembering up to
+    /// `capacity` verified pairs for `ttl`.
+    #[must_use]
+    pub fn new(concurrency: usize, ttl: Duration, capacity: usize) -> Self {
+        Self {
+            permits: Semaphore::new(concurrency),
+            waiting: 0.into(),
+            max_waiting: concurrency * WAITING_PER_THREAD,
+            jobs: bcrypt_threads(concurrency),
+            cache_key: rand::random(),
+            cache: RwLock::new(HashMap::new()),
+            ttl,
+            capacity,
+            dummies: Mutex::new(HashMap::new()),
+            checks: 0.into(),
+            cache_hits: 0.into(),
+        }
+    }
+
+    fn cache_key(&self, username: &str, password: &str, hash: &str) -> Digest32 {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.cache_key).expect("HMAC takes any key length");
+        for part in [username, password, hash] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `password` was verified for this user and hash within the TTL: no bcrypt.
+    #[must_use]
+    pub fn remembered(&self, user: &User, password: &str) -> bool {
+        let key = self.cache_key(&user.username, password, &user.hashed_password);
+        let hit = self
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|&expires| expires > Instant::now());
+        if hit {
+            self.cache_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Runs bcrypt for `password` against the user's hash, or against a dummy hash of the same
+    /// cost when there is no such user (so timing does not tell which usernames exist).
+    ///
+    /// # Errors
+    /// 429 when more checks are already waiting than the queue holds: a flood of wrong
+    /// passwords is refused at once instead of piling up.
+    pub async fn verify(
+        &self,
+        user: Option<&Arc<User>>,
+        password: &str,
+        cost: u32,
+    ) -> Result<bool, Reject> {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        let hash: Arc<str> = match user {
+            Some(user) => user.hashed_password.as_str().into(),
+            None => self.dummy(cost).await,
+        };
+        if self.waiting.fetch_add(1, AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, AcqRel);
+            return Err(Reject::TooManyRequests {
+                scope: "bcrypt queue",
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let permit = self.permits.acquire().await;
+        self.waiting.fetch_sub(1, AcqRel);
+        let Ok(_permit) = permit else {
+            return Ok(false);
+        };
+        self.checks.fetch_add(1, Relaxed);
+        let (done, result) = tokio::sync::oneshot::channel();
+        let password_owned = password.to_owned();
+        let hash_owned = hash.clone();
+        let job: Job = Box::new(move || {
+            // bcrypt reads only 72 bytes: a longer password would match every password that
+            // shares its first 72 bytes, so it is refused instead.
+            let ok = bcrypt::non_truncating_verify(password_owned.as_bytes(), &hash_owned)
+                .unwrap_or(false);
+            let _ = done.send(ok);
+        });
+        if self.jobs.send(job).is_err() {
+            return Ok(false);
+        }
+        let ok = result.await.unwrap_or(false);
+        if let (true, Some(user)) = (ok, user) {
+            let key = self.cache_key(&user.username, password, &user.hashed_password);
+            let mut cache = self
+                .cache
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() >= self.capacity {
+                let now = Instant::now();
+                cache.retain(|_, expires| *expires > now);
+                if cache.len() >= self.capacity {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, Instant::now() + self.ttl);
+        }
+        Ok(ok && user.is_some())
+    }
+
+    async fn dummy(&self, cost: u32) -> Arc<str> {
+        let cost = cost.clamp(4, 31);
+        if let Some(hash) = self
+            .dummies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&cost)
+        {
+            return hash.clone();
+        }
+        let hash: Arc<str> = tokio::task::spawn_blocking(move || {
+            bcrypt::hash(rand::random::<[u8; 16]>(), cost).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+        .into();
+        self.dummies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(cost)
+            .or_insert(hash)
+            .clone()
+    }
+}
+
+/// A bcrypt check for a bcrypt thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How many checks may wait per bcrypt thread before more are refused with 429.
+const WAITING_PER_THREAD: usize = 8;
+
+/// Starts `count` bcrypt threads at idle scheduling priority (`SCHED_IDLE`): they get the CPU
+/// the proxy does not use, so a flood of wrong passwords cannot starve authenticated traffic.
+fn bcrypt_threads(count: usize) -> std::sync::mpsc::Sender<Job> {
+    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for index in 0..count {
+        let queue = queue.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("bcrypt-{index}"))
+            .spawn(move || {
+                use thread_priority::{
+                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                    set_thread_priority_and_policy, thread_native_id,
+                };
+                if let Err(e) = set_thread_priority_and_policy(
+                    thread_native_id(),
+                    ThreadPriority::Min,
+                    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+                ) {
+                    tracing::debug!(error = ?e, "bcrypt thread keeps normal priority");
+                }
+                loop {
+                    let job = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a bcrypt thread");
+        }
+    }
+    jobs
+}
+
+/// What authentication needs from the gateway's state.
+pub struct Authenticator<'a> {
+    /// The live users.
+    pub users: &'a Users,
+    /// bcrypt and its memory.
+    pub verifier: &'a Verifier,
+    /// Gateway tokens.
+    pub tokens: &'a Tokens,
+    /// Failed-authentication budgets.
+    pub limiter: &'a Limiter,
+}
+
+impl Authenticator<'_> {
+    /// Authenticates a request from `client`.
+    ///
+    /// # Errors
+    /// 401 (no or wrong credentials), 400 (disabled user), 429 (failure budget spent).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Identity, Reject> {
+        let store = self.users.snapshot();
+        let found = match credential(headers)? {
+            None => return Err(unauthenticated("no credentials")),
+            Some(Credential::ApiKey(key)) => self.by_key(&store, &key, client, Method::ApiKey)?,
+            Some(Credential::Bearer(value)) => {
+                if let Some(user) = store.by_key(&value) {
+                    (user.clone(), Method::ApiKey)
+                } else {
+                    self.limiter.check(client, None)?;
+                    if let Some(user) = self.tokens.verify(&store, &value) {
+                        (user, Method::Token)
+                    } else {
+                        self.limiter.fail(client, None);
+                        return Err(unauthenticated("unknown API key or invalid token"));
+                    }
+                }
+            }
+            Some(Credential::Basic { username, password }) => {
+                let user = self.password(&store, &username, &password, client).await?;
+                (user, Method::Basic)
+            }
+        };
+        let (user, method) = found;
+        if user.is_disabled() {
+            return Err(Reject::Inactive {
+                user: user.username.clone(),
+            });
+        }
+        Ok(Identity {
+            user,
+            store,
+            method,
+        })
+    }
+
+    fn by_key(
+        &self,
+        store: &UserStore,
+        key: &str,
+        client: IpAddr,
+        method: Method,
+    ) -> Result<(Arc<User>, Method), Reject> {
+        self.limiter.check(client, None)?;
+        if let Some(user) = store.by_key(key) {
+            Ok((user.clone(), method))
+        } else {
+            self.limiter.fail(client, None);
+            Err(unauthenticated("unknown API key"))
+        }
+    }
+
+    /// Verifies a username and password (Basic or login).
+    ///
+    /// # Errors
+    /// 401 (basic challenge) for a wrong pair, 429 when a budget is spent.
+    pub async fn password(
+        &self,
+        store: &UserStore,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Arc<User>, Reject> {
+        let user = store.by_name(username);
+        if let Some(user) = user
+            && self.verifier.remembered(user, password)
+        {
+            return Ok(user.clone());
+        }
+        // The attempt takes its place in the budgets before bcrypt runs, so that attempts
+        // already in flight cannot slip past a budget that is about to be spent.
+        self.limiter.attempt(client, username)?;
+        let verified = self
+            .verifier
+            .verify(user, password, store.typical_cost())
+            .await;
+        match (verified, user) {
+            (Ok(true), Some(user)) => {
+                self.limiter.succeeded(client, username);
+                return Ok(user.clone());
+            }
+            (Err(busy), _) => {
+                self.limiter.succeeded(client, username);
+                return Err(busy);
+            }
+            _ => {}
+        }
+        Err(bad_basic("wrong username or password"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn basic(raw: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    #[test]
+    #[expect(clippy::too_many_lines, reason = "the table is the test")]
+    fn credential_table() {
+        let ok = |c: Credential| Ok::<_, (u16, bool)>(Some(c));
+        let key = |k: &str| ok(Credential::ApiKey(k.into()));
+        let cases: Vec<(
+            &str,
+            Vec<(&str, Vec<u8>)>,
+            Result<Option<Credential>, (u16, bool)>,
+        )> = vec![
+            ("none", vec![], Ok(None)),
+            (
+                "argilla key",
+                vec![("x-argilla-api-key", b"k1".to_vec())],
+                key("k1"),
+            ),
+            (
+                "rubrix key",
+                vec![("x-rubrix-api-key", b"k2".to_vec())],
+                key("k2"),
+            ),
+            (
+                "argilla first",
+                vec![
+                    ("x-rubrix-api-key", b"k2".to_vec()),
+                    ("x-argilla-api-key", b"k1".to_vec()),
+                ],
+                key("k1"),
+            ),
+            (
+                "key beats authorization",
+                vec![
+                    ("authorization", b"Bearer t".to_vec()),
+                    ("x-argilla-api-key", b"k1".to_vec()),
+                ],
+                key("k1"),
+            ),
+            (
+                "empty key is absent",
+                vec![
+                    ("x-argilla-api-key", b"".to_vec()),
+                    ("x-rubrix-api-key", b"k2".to_vec()),
+                ],
+                key("k2"),
+            ),
+            (
+                "empty keys then basic",
+                vec![
+                    ("x-argilla-api-key", b"".to_vec()),
+                    ("x-rubrix-api-key", b"".to_vec()),
+                    ("authorization", basic("a:b").into_bytes()),
+                ],
+                ok(Credential::Basic {
+                    username: "a".into(),
+                    password: "b".into(),
+                }),
+            ),
+            (
+                "repeated same key",
+                vec![
+                    ("x-argilla-api-key", b"k1".to_vec()),
+                    ("x-argilla-api-key", b"k1".to_vec()),
+                ],
+                key("k1"),
+            ),
+            (
+                "repeated different keys",
+                vec![
+                    ("x-argilla-api-key", b"k1".to_vec()),
+                    ("x-argilla-api-key", b"k2".to_vec()),
+                ],
+                Err((401, false)),
+            ),
+            (
+                "non-ascii key",
+                vec![("x-argilla-api-key", b"k\xff".to_vec())],
+                Err((401, false)),
+            ),
+            (
+                "bearer",
+                vec![("authorization", b"Bearer tok".to_vec())],
+                ok(Credential::Bearer("tok".into())),
+            ),
+            (
+                "bearer lowercase",
+                vec![("authorization", b"bearer tok".to_vec())],
+                ok(Credential::Bearer("tok".into())),
+            ),
+            (
+                "bearer two spaces keeps the space",
+                vec![("authorization", b"Bearer  tok".to_vec())],
+                ok(Credential::Bearer(" tok".into())),
+            ),
+            (
+                "bearer without token",
+                vec![("authorization", b"Bearer".to_vec())],
+                Err((401, false)),
+            ),
+            (
+                "basic",
+                vec![("authorization", basic("alice:pw").into_bytes())],
+                ok(Credential::Basic {
+                    username: "alice".into(),
+                    password: "pw".into(),
+                }),
+            ),
+            (
+                "basic lowercase",
+                vec![(
+                    "authorization",
+                    basic("alice:pw").replace("Basic", "basic").into_bytes(),
+                )],
+                ok(Credential::Basic {
+                    username: "alice".into(),
+                    password: "pw".into(),
+                }),
+            ),
+            (
+                "basic colon in password",
+                vec![("authorization", basic("alice:p:w").into_bytes())],
+                ok(Credential::Basic {
+                    username: "alice".into(),
+                    password: "p:w".into(),
+                }),
+            ),
+            (
+                "basic empty password",
+                vec![("authorization", basic("alice:").into_bytes())],
+                ok(Credential::Basic {
+                    username: "alice".into(),
+                    password: String::new(),
+                }),
+            ),
+            (
+                "basic without colon",
+                vec![("authorization", basic("alice").into_bytes())],
+                Err((401, true)),
+            ),
+            (
+                "basic empty username",
+                vec![("authorization", basic(":pw").into_bytes())],
+                Err((401, true)),
+            ),
+            (
+                "basic bad base64",
+                vec![("authorization", b"Basic !!!".to_vec())],
+                Err((401, true)),
+            ),
+            (
+                "basic not utf-8",
+                vec![(
+                    "authorization",
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(b"a\xff:b")
+                    )
+                    .into_bytes(),
+                )],
+                Err((401, true)),
+            ),
+            (
+                "unknown scheme",
+                vec![("authorization", b"Digest x".to_vec())],
+                Err((401, false)),
+            ),
+            (
+                "scheme only",
+                vec![("authorization", b"Token".to_vec())],
+                Err((401, false)),
+            ),
+        ];
+        for (case, pairs, expected) in cases {
+            let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            let got = credential(&headers(&pairs)).map_err(|r| {
+                let basic = matches!(r, Reject::Unauthenticated { basic: true, .. });
+                (r.status().as_u16(), basic)
+            });
+            assert_eq!(got, expected, "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn verifier_remembers_only_verified_pairs_and_forgets_on_hash_change() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let text = format!("- username: a\n  hashed_password: '{hash}'\n  api_key: k\n");
+        let store = UserStore::parse(std::path::Path::new("u.yml"), text.as_bytes()).unwrap();
+        let user = store.by_name("a").unwrap();
+        let verifier = Verifier::new(1, Duration::from_secs(60), 10);
+        assert!(!verifier.remembered(user, "pw"));
+        assert!(!verifier.verify(Some(user), "wrong", 4).await.unwrap());
+        assert!(!verifier.remembered(user, "wrong"));
+        assert!(verifier.verify(Some(user), "pw", 4).await.unwrap());
+        assert!(verifier.remembered(user, "pw"));
+        let rehashed = bcrypt::hash("pw", 4).unwrap();
+        let text = format!("- username: a\n  hashed_password: '{rehashed}'\n  api_key: k\n");
+        let store = UserStore::parse(std::path::Path::new("u.yml"), text.as_bytes()).unwrap();
+        assert!(
+            !verifier.remembered(store.by_name("a").unwrap(), "pw"),
+            "new hash, new key"
+        );
+        assert!(
+            !verifier.verify(None, "pw", 4).await.unwrap(),
+            "unknown user never verifies"
+        );
+    }
+
+    #[tokio::test]
+    async fn verifier_memory_is_bounded() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let text = (0..5).fold(String::new(), |mut text, i| {
+            let _ = writeln!(
+                text,
+                "- username: u{i}\n  hashed_password: '{hash}'\n  api_key: k{i}"
+            );
+            text
+        });
+        let store = UserStore::parse(std::path::Path::new("u.yml"), text.as_bytes()).unwrap();
+        let verifier = Verifier::new(2, Duration::from_secs(60), 3);
+        for i in 0..5 {
+            assert!(
+                verifier
+                    .verify(store.by_name(&format!("u{i}")), "pw", 4)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(verifier.cache.read().unwrap().len() <= 3);
+    }
+}

@@ -1,0 +1,1265 @@
+//! (user, parsed request) → [`Decision`]: the one workspace a forwarded request may carry, or a
+//! rejection. Pure: no I/O, no async, so it is tested as a table.
+//!
+//! Resolution is Argilla 1.0–1.5's (reference, section 3.1) — the last non-empty `workspace`
+//! query value, else the first `X-Argilla-Workspace`, else the first `X-Rubrix-Workspace`, else
+//! the user's own — made strict where Argilla is ambiguous: two different query values, repeated
+//! headers that disagree, `;` in the query, an encoded `workspace` name beside a plain one, and
+//! any value that fails Argilla's pattern are refused before the upstream sees anything.
+
+use http::{HeaderMap, Method};
+use serde_json::Value;
+
+use crate::{
+    config::Mode,
+    error::Reject,
+    route::Api,
+    users::{User, UserStore, is_valid_workspace},
+};
+
+/// The workspace headers Argilla 1.0–1.5 reads, in the order it reads them.
+pub const WORKSPACE_HEADERS: [&str; 2] = ["x-argilla-workspace", "x-rubrix-workspace"];
+
+/// Workspace fields read from the JSON body of dataset create and copy.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BodyFields {
+    /// `workspace` (dataset create), when non-empty.
+    pub workspace: Option<String>,
+    /// `target_workspace` (dataset copy), when non-empty.
+    pub target_workspace: Option<String>,
+}
+
+/// The parts of a request the policy looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The route's kind.
+    pub api: Api,
+    /// The method.
+    pub method: &'a Method,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The body fields, for the routes whose body is read.
+    pub body: Option<&'a BodyFields>,
+}
+
+/// What the gateway forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The one workspace the upstream sees, checked; `None` when the request names none and the
+    /// route does not need one.
+    pub workspace: Option<String>,
+    /// The copy target, checked.
+    pub target_workspace: Option<String>,
+    /// The query to forward: every `workspace` parameter removed, other parameters unchanged in
+    /// order and bytes, then `workspace=<checked>` when there is one. `None`: no query.
+    pub query: Option<String>,
+    /// For a dataset list without a workspace: the workspaces to keep in the answer.
+    pub filter: Option<Vec<String>>,
+}
+
+/// Decides what `user` may send upstream for `request`.
+///
+/// # Errors
+/// 400 for ambiguous or malformed workspaces, 404 for a workspace that is not the user's, 403
+/// for operations the user may not perform.
+pub fn authorize(
+    store: &UserStore,
+    user: &User,
+    request: &Request<'_>,
+    mode: Mode,
+) -> Result<Decision, Reject> {
+    let query = query_workspace(request.query)?;
+    let argilla = header_workspace(request.headers, WORKSPACE_HEADERS[0])?;
+    let rubrix = header_workspace(request.headers, WORKSPACE_HEADERS[1])?;
+    let named = query.or(argilla).or(rubrix);
+    let body = request.body.cloned().unwrap_or_default();
+
+    let check = |workspace: String| -> Result<String, Reject> {
+        if !is_valid_workspace(&workspace) {
+            return Err(bad_workspace(&workspace));
+        }
+        if store.may_access(user, &workspace) {
+            Ok(workspace)
+        } else {
+            Err(Reject::WorkspaceNotFound { workspace })
+        }
+    };
+    let own = || user.username.clone();
+    let superuser_only = |what: &str| -> Result<(), Reject> {
+        if mode == Mode::Service && !user.superuser {
+            return Err(Reject::Forbidden(format!(
+                "User {} is not allowed to {what}: only superusers may",
+                user.username
+            )));
+        }
+        Ok(())
+    };
+
+    let mut filter = None;
+    let mut target_workspace = None;
+    let workspace = match request.api {
+        Api::DatasetList => {
+            if let Some(workspace) = named {
+                Some(check(workspace)?)
+            } else {
+                filter = Some(store.workspaces_of(user));
+                None
+            }
+        }
+        Api::DatasetCreate => Some(check(body.workspace.or(named).unwrap_or_else(own))?),
+        Api::DatasetCopy => {
+            let source = check(named.unwrap_or_else(own))?;
+            target_workspace = body.target_workspace.map(check).transpose()?;
+            Some(source)
+        }
+        Api::DatasetDelete => {
+            let workspace = check(named.unwrap_or_else(own))?;
+            superuser_only("delete datasets")?;
+            Some(workspace)
+        }
+        Api::RecordsDelete => {
+            let workspace = check(named.unwrap_or_else(own))?;
+            if !marks_as_discarded(request.query) {
+                superuser_only("delete records (use mark_as_discarded=true to discard them)")?;
+            }
+            Some(workspace)
+        }
+        Api::SettingsDelete => {
+            let workspace = check(named.unwrap_or_else(own))?;
+            superuser_only("delete dataset settings")?;
+            Some(workspace)
+        }
+        Api::Dataset => Some(check(named.unwrap_or_else(own))?),
+        Api::V1 => {
+            if mode == Mode::Service && !user.superuser {
+                return Err(Reject::Forbidden(
+                    "The /api/v1 routes are only available to superusers while the gateway runs \
+                     in service mode; run it in passthrough mode to give every user their own \
+                     upstream identity"
+                        .into(),
+                ));
+            }
+            named.map(check).transpose()?
+        }
+        Api::Other => named.map(check).transpose()?,
+    };
+    Ok(Decision {
+        query: rewrite_query(request.query, workspace.as_deref()),
+        workspace,
+        target_workspace,
+        filter,
+    })
+}
+
+fn bad_workspace(value: &str) -> Reject {
+    let shown: String = value.chars().take(64).collect();
+    Reject::BadRequest(format!(
+        "Wrong workspace name {shown:?}: it must match ^[a-zA-Z0-9][a-zA-Z0-9_\\-]*$"
+    ))
+}
+
+/// The query's `workspace` value: the last non-empty one, after refusing the ambiguous forms.
+fn query_workspace(query: Option<&str>) -> Result<Option<String>, Reject> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    if query.contains(';') {
+        return Err(Reject::BadRequest(
+            "`;` is not allowed in the query string".into(),
+        ));
+    }
+    let mut plain = false;
+    let mut encoded = false;
+    let mut chosen: Option<String> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((name, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
+        if name != "workspace" {
+            continue;
+        }
+        if pair.split('=').next() == Some("workspace") {
+            plain = true;
+        } else {
+            encoded = true;
+        }
+        if value.is_empty() {
+            continue;
+        }
+        if !is_valid_workspace(&value) {
+            return Err(bad_workspace(&value));
+        }
+        match &chosen {
+            Some(previous) if *previous != value => {
+                return Err(Reject::BadRequest(
+                    "The query names two different workspaces".into(),
+                ));
+            }
+            _ => chosen = Some(value.into_owned()),
+        }
+    }
+    if plain && encoded {
+        return Err(Reject::BadRequest(
+            "The query names `workspace` both plainly and percent-encoded".into(),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// A workspace header's value: refused when repeated with different values or malformed.
+fn header_workspace(headers: &HeaderMap, name: &str) -> Result<Option<String>, Reject> {
+    let mut chosen: Option<&str> = None;
+    for value in headers.get_all(name) {
+        let value = value
+            .to_str()
+            .map_err(|_| Reject::BadRequest(format!("The {name} header is not ASCII text")))?;
+        if value.is_empty() {
+            continue;
+        }
+        if !is_valid_workspace(value) {
+            return Err(bad_workspace(value));
+        }
+        match chosen {
+            Some(previous) if previous != value => {
+                return Err(Reject::BadRequest(format!(
+                    "The {name} header is repeated with different values"
+                )));
+            }
+            _ => chosen = Some(value),
+        }
+    }
+    Ok(chosen.map(str::to_owned))
+}
+
+/// Whether `mark_as_discarded` (last value, pydantic's boolean words) is true.
+fn marks_as_discarded(query: Option<&str>) -> bool {
+    let value = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(name, _)| name == "mark_as_discarded")
+        .last()
+        .map(|(_, value)| value.to_ascii_lowercase());
+    matches!(
+        value.as_deref(),
+        Some("1" | "on" | "t" | "true" | "y" | "yes")
+    )
+}
+
+/// The query with every `workspace` parameter removed and `workspace=<workspace>` appended.
+#[must_use]
+pub fn rewrite_query(query: Option<&str>, workspace: Option<&str>) -> Option<String> {
+    let mut out = String::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let is_workspace = form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(name, _)| name == "workspace");
+        if !is_workspace {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(pair);
+        }
+    }
+    if let Some(workspace) = workspace {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        // Checked against Argilla's pattern: nothing in it needs encoding.
+        out.push_str("workspace=");
+        out.push_str(workspace);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Reads the workspace fields of a dataset create or copy body: JSON whatever the content type
+/// says (as `FastAPI` does), duplicate keys resolved last-wins (as Python's `json` does).
+///
+/// # Errors
+/// 422 when the body is not a JSON object or a field is not a string.
+pub fn body_fields(bytes: &[u8]) -> Result<BodyFields, Reject> {
+    let invalid = |location: &[&str], message: &str, kind: &'static str| Reject::Validation {
+        location: location.iter().map(|s| (*s).to_owned()).collect(),
+        message: message.to_owned(),
+        kind,
+    };
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| {
+        invalid(
+            &["body"],
+            "the body must be a JSON object",
+            "value_error.jsondecode",
+        )
+    })?;
+    let Value::Object(map) = value else {
+        return Err(invalid(
+            &["body"],
+            "value is not a valid dict",
+            "type_error.dict",
+        ));
+    };
+    let field = |name: &'static str| -> Result<Option<String>, Reject> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(
+                &["body", name],
+                "str type expected",
+                "type_error.str",
+            )),
+        }
+    };
+    Ok(BodyFields {
+        workspace: field("workspace")?,
+        target_workspace: field("target_workspace")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn store() -> UserStore {
+        static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let hash = HASH.get_or_init(|| bcrypt::hash("pw", 4).unwrap());
+        let text = format!(
+            "- username: root\n  hashed_password: '{hash}'\n  api_key: k-root\n\
+             - username: alice\n  hashed_password: '{hash}'\n  api_key: k-alice\n  workspaces: [team-a, shared]\n\
+             - username: bob\n  hashed_password: '{hash}'\n  api_key: k-bob\n  workspaces: []\n\
+             - username: carol\n  hashed_password: '{hash}'\n  api_key: k-carol\n  workspaces: [team-b, Team-C]\n"
+        );
+        UserStore::parse(Path::new("users.yml"), text.as_bytes()).unwrap()
+    }
+
+    /// What a case expects: the forwarded query, or a rejection status.
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        Query(Option<&'static str>),
+        Status(u16),
+    }
+    use Want::{Query, Status};
+
+    struct Case {
+        name: &'static str,
+        user: &'static str,
+        api: Api,
+        method: &'static str,
+        query: Option<&'static str>,
+        headers: &'static [(&'static str, &'static str)],
+        body: Option<&'static str>,
+        mode: Mode,
+        want: Want,
+    }
+
+    const fn case(
+        name: &'static str,
+        user: &'static str,
+        api: Api,
+        query: Option<&'static str>,
+        want: Want,
+    ) -> Case {
+        Case {
+            name,
+            user,
+            api,
+            method: "GET",
+            query,
+            headers: &[],
+            body: None,
+            mode: Mode::Service,
+            want,
+        }
+    }
+
+    impl Case {
+        const fn headers(mut self, headers: &'static [(&'static str, &'static str)]) -> Self {
+            self.headers = headers;
+            self
+        }
+        const fn body(mut self, body: &'static str) -> Self {
+            self.body = Some(body);
+            self
+        }
+        const fn method(mut self, method: &'static str) -> Self {
+            self.method = method;
+            self
+        }
+        const fn passthrough(mut self) -> Self {
+            self.mode = Mode::Passthrough;
+            self
+        }
+    }
+
+    fn run(store: &UserStore, c: &Case) -> Result<Decision, Reject> {
+        let user = store.by_name(c.user).unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in c.headers {
+            headers.append(*name, HeaderValue::from_bytes(value.as_bytes()).unwrap());
+        }
+        let body = c.body.map(|b| body_fields(b.as_bytes())).transpose()?;
+        let method: Method = c.method.parse().unwrap();
+        authorize(
+            store,
+            user,
+            &Request {
+                api: c.api,
+                method: &method,
+                query: c.query,
+                headers: &headers,
+                body: body.as_ref(),
+            },
+            c.mode,
+        )
+    }
+
+    #[test]
+    #[expect(clippy::too_many_lines, reason = "the table is the test")]
+    fn policy_table() {
+        use Api::*;
+        let cases = [
+            // Resolution sources.
+            case(
+                "no workspace: own",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=alice")),
+            ),
+            case(
+                "query",
+                "alice",
+                Dataset,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "argilla header",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[("x-argilla-workspace", "team-a")]),
+            case(
+                "rubrix header",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=shared")),
+            )
+            .headers(&[("x-rubrix-workspace", "shared")]),
+            case(
+                "query beats headers",
+                "alice",
+                Dataset,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[("x-argilla-workspace", "shared")]),
+            case(
+                "argilla beats rubrix",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[
+                ("x-argilla-workspace", "team-a"),
+                ("x-rubrix-workspace", "shared"),
+            ]),
+            case(
+                "query beats forbidden header",
+                "alice",
+                Dataset,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[("x-argilla-workspace", "team-b")]),
+            case(
+                "forbidden query beats allowed header",
+                "alice",
+                Dataset,
+                Some("workspace=team-b"),
+                Status(404),
+            )
+            .headers(&[("x-argilla-workspace", "team-a")]),
+            case(
+                "empty query falls to header",
+                "alice",
+                Dataset,
+                Some("workspace="),
+                Query(Some("workspace=shared")),
+            )
+            .headers(&[("x-argilla-workspace", "shared")]),
+            case(
+                "bare name is empty",
+                "alice",
+                Dataset,
+                Some("workspace"),
+                Query(Some("workspace=alice")),
+            ),
+            case(
+                "last non-empty query value",
+                "alice",
+                Dataset,
+                Some("workspace=team-a&workspace="),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "empty then value",
+                "alice",
+                Dataset,
+                Some("workspace=&workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "same value twice",
+                "alice",
+                Dataset,
+                Some("workspace=team-a&workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "empty header falls to rubrix",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=shared")),
+            )
+            .headers(&[
+                ("x-argilla-workspace", ""),
+                ("x-rubrix-workspace", "shared"),
+            ]),
+            case(
+                "header name case-insensitive",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[("X-ARGILLA-WORKSPACE", "team-a")]),
+            case(
+                "repeated header same value",
+                "alice",
+                Dataset,
+                None,
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[
+                ("x-argilla-workspace", "team-a"),
+                ("x-argilla-workspace", "team-a"),
+            ]),
+            // Ambiguity refused.
+            case(
+                "two query values",
+                "alice",
+                Dataset,
+                Some("workspace=team-a&workspace=shared"),
+                Status(400),
+            ),
+            case(
+                "two query values, second forbidden",
+                "alice",
+                Dataset,
+                Some("workspace=team-a&workspace=team-b"),
+                Status(400),
+            ),
+            case(
+                "repeated header different",
+                "alice",
+                Dataset,
+                None,
+                Status(400),
+            )
+            .headers(&[
+                ("x-argilla-workspace", "team-a"),
+                ("x-argilla-workspace", "shared"),
+            ]),
+            case(
+                "repeated rubrix header different",
+                "alice",
+                Dataset,
+                None,
+                Status(400),
+            )
+            .headers(&[
+                ("x-rubrix-workspace", "team-a"),
+                ("x-rubrix-workspace", "shared"),
+            ]),
+            case("folded header", "alice", Dataset, None, Status(400))
+                .headers(&[("x-argilla-workspace", "team-a, shared")]),
+            case(
+                "semicolon in query",
+                "alice",
+                Dataset,
+                Some("workspace=team-a;workspace=team-b"),
+                Status(400),
+            ),
+            case(
+                "semicolon elsewhere in query",
+                "alice",
+                Dataset,
+                Some("a=1;b=2"),
+                Status(400),
+            ),
+            case(
+                "encoded name with plain",
+                "alice",
+                Dataset,
+                Some("work%73pace=team-a&workspace=team-a"),
+                Status(400),
+            ),
+            case(
+                "plus-encoded name with plain",
+                "alice",
+                Dataset,
+                Some("workspace=team-a&%77orkspace=team-a"),
+                Status(400),
+            ),
+            // Percent-encoding.
+            case(
+                "encoded name alone",
+                "alice",
+                Dataset,
+                Some("work%73pace=team-a"),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "encoded value",
+                "alice",
+                Dataset,
+                Some("workspace=team%2Da"),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "encoded forbidden value",
+                "alice",
+                Dataset,
+                Some("workspace=team%2Db"),
+                Status(404),
+            ),
+            case(
+                "encoded name forbidden value",
+                "alice",
+                Dataset,
+                Some("work%73pace=team-b"),
+                Status(404),
+            ),
+            case(
+                "encoded slash",
+                "alice",
+                Dataset,
+                Some("workspace=team-a%2F..%2Fteam-b"),
+                Status(400),
+            ),
+            case(
+                "plus is space",
+                "alice",
+                Dataset,
+                Some("workspace=team+a"),
+                Status(400),
+            ),
+            case(
+                "encoded space",
+                "alice",
+                Dataset,
+                Some("workspace=team%20a"),
+                Status(400),
+            ),
+            case(
+                "dot dot",
+                "alice",
+                Dataset,
+                Some("workspace=../x"),
+                Status(400),
+            ),
+            case(
+                "leading dash",
+                "alice",
+                Dataset,
+                Some("workspace=-team"),
+                Status(400),
+            ),
+            case(
+                "unicode lookalike",
+                "alice",
+                Dataset,
+                Some("workspace=te%D0%B0m-a"),
+                Status(400),
+            ),
+            case("header with space", "alice", Dataset, None, Status(400))
+                .headers(&[("x-argilla-workspace", "team a")]),
+            case("header non-ascii", "alice", Dataset, None, Status(400))
+                .headers(&[("x-argilla-workspace", "t\u{e9}am")]),
+            case(
+                "malformed rubrix header while argilla wins",
+                "alice",
+                Dataset,
+                None,
+                Status(400),
+            )
+            .headers(&[
+                ("x-argilla-workspace", "team-a"),
+                ("x-rubrix-workspace", "../x"),
+            ]),
+            case(
+                "query names are case-sensitive",
+                "alice",
+                Dataset,
+                Some("Workspace=team-b"),
+                Query(Some("Workspace=team-b&workspace=alice")),
+            ),
+            case(
+                "WORKSPACE upper is another param",
+                "alice",
+                Dataset,
+                Some("WORKSPACE=team-b&workspace=team-a"),
+                Query(Some("WORKSPACE=team-b&workspace=team-a")),
+            ),
+            // Rewrite keeps other parameters in order and bytes.
+            case(
+                "other params kept",
+                "alice",
+                Dataset,
+                Some("limit=10&workspace=team-a&from=5"),
+                Query(Some("limit=10&from=5&workspace=team-a")),
+            ),
+            case(
+                "encoded bytes kept",
+                "alice",
+                Dataset,
+                Some("q=a%20b+c&workspace=team-a"),
+                Query(Some("q=a%20b+c&workspace=team-a")),
+            ),
+            case(
+                "empty pairs dropped",
+                "alice",
+                Dataset,
+                Some("&&limit=1&"),
+                Query(Some("limit=1&workspace=alice")),
+            ),
+            case(
+                "encoded workspace name removed",
+                "alice",
+                Dataset,
+                Some("x=1&work%73pace=shared"),
+                Query(Some("x=1&workspace=shared")),
+            ),
+            // Users.
+            case(
+                "own workspace for []",
+                "bob",
+                Dataset,
+                Some("workspace=bob"),
+                Query(Some("workspace=bob")),
+            ),
+            case(
+                "[] user other workspace",
+                "bob",
+                Dataset,
+                Some("workspace=team-a"),
+                Status(404),
+            ),
+            case(
+                "[] user default",
+                "bob",
+                Dataset,
+                None,
+                Query(Some("workspace=bob")),
+            ),
+            case(
+                "listed user other user's own",
+                "alice",
+                Dataset,
+                Some("workspace=bob"),
+                Status(404),
+            ),
+            case(
+                "uppercase listed workspace",
+                "carol",
+                Dataset,
+                Some("workspace=Team-C"),
+                Query(Some("workspace=Team-C")),
+            ),
+            case(
+                "case matters for workspaces",
+                "carol",
+                Dataset,
+                Some("workspace=team-c"),
+                Status(404),
+            ),
+            case(
+                "superuser any named workspace",
+                "root",
+                Dataset,
+                Some("workspace=team-b"),
+                Query(Some("workspace=team-b")),
+            ),
+            case(
+                "superuser another user's own",
+                "root",
+                Dataset,
+                Some("workspace=bob"),
+                Query(Some("workspace=bob")),
+            ),
+            case(
+                "superuser unknown workspace",
+                "root",
+                Dataset,
+                Some("workspace=nowhere"),
+                Status(404),
+            ),
+            case(
+                "superuser default own",
+                "root",
+                Dataset,
+                None,
+                Query(Some("workspace=root")),
+            ),
+            case(
+                "unknown and forbidden look alike",
+                "alice",
+                Dataset,
+                Some("workspace=nowhere"),
+                Status(404),
+            ),
+            // Dataset list.
+            case(
+                "list without workspace is filtered",
+                "alice",
+                DatasetList,
+                None,
+                Query(None),
+            ),
+            case(
+                "list empty workspace is filtered",
+                "alice",
+                DatasetList,
+                Some("workspace="),
+                Query(None),
+            ),
+            case(
+                "list keeps other params",
+                "alice",
+                DatasetList,
+                Some("x=1&workspace="),
+                Query(Some("x=1")),
+            ),
+            case(
+                "list with workspace",
+                "alice",
+                DatasetList,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            ),
+            case(
+                "list forbidden workspace",
+                "alice",
+                DatasetList,
+                Some("workspace=team-b"),
+                Status(404),
+            ),
+            case(
+                "list by header",
+                "alice",
+                DatasetList,
+                None,
+                Query(Some("workspace=shared")),
+            )
+            .headers(&[("x-argilla-workspace", "shared")]),
+            // Body fields.
+            case(
+                "create body workspace wins",
+                "alice",
+                DatasetCreate,
+                Some("workspace=shared"),
+                Query(Some("workspace=team-a")),
+            )
+            .method("POST")
+            .body(r#"{"name":"ds","workspace":"team-a"}"#),
+            case(
+                "create body forbidden",
+                "alice",
+                DatasetCreate,
+                Some("workspace=team-a"),
+                Status(404),
+            )
+            .method("POST")
+            .body(r#"{"name":"ds","workspace":"team-b"}"#),
+            case(
+                "create empty body workspace",
+                "alice",
+                DatasetCreate,
+                Some("workspace=shared"),
+                Query(Some("workspace=shared")),
+            )
+            .method("POST")
+            .body(r#"{"name":"ds","workspace":""}"#),
+            case(
+                "create null body workspace",
+                "alice",
+                DatasetCreate,
+                None,
+                Query(Some("workspace=alice")),
+            )
+            .method("POST")
+            .body(r#"{"name":"ds","workspace":null}"#),
+            case(
+                "create duplicate keys last wins",
+                "alice",
+                DatasetCreate,
+                None,
+                Status(404),
+            )
+            .method("POST")
+            .body(r#"{"workspace":"team-a","workspace":"team-b"}"#),
+            case(
+                "create duplicate keys last allowed",
+                "alice",
+                DatasetCreate,
+                None,
+                Query(Some("workspace=team-a")),
+            )
+            .method("POST")
+            .body(r#"{"workspace":"team-b","workspace":"team-a"}"#),
+            case(
+                "create escaped body workspace",
+                "alice",
+                DatasetCreate,
+                None,
+                Status(404),
+            )
+            .method("POST")
+            .body(r#"{"workspace":"te\u0061m-b"}"#),
+            case(
+                "create malformed body workspace",
+                "alice",
+                DatasetCreate,
+                None,
+                Status(400),
+            )
+            .method("POST")
+            .body(r#"{"workspace":"a/b"}"#),
+            case(
+                "create numeric body workspace",
+                "alice",
+                DatasetCreate,
+                None,
+                Status(422),
+            )
+            .method("POST")
+            .body(r#"{"workspace":7}"#),
+            case(
+                "create body not json",
+                "alice",
+                DatasetCreate,
+                None,
+                Status(422),
+            )
+            .method("POST")
+            .body("workspace=team-b"),
+            case(
+                "create body array",
+                "alice",
+                DatasetCreate,
+                None,
+                Status(422),
+            )
+            .method("POST")
+            .body("[]"),
+            case("create body NaN", "alice", DatasetCreate, None, Status(422))
+                .method("POST")
+                .body(r#"{"workspace":"team-b","x":NaN}"#),
+            case(
+                "create key case",
+                "alice",
+                DatasetCreate,
+                None,
+                Query(Some("workspace=alice")),
+            )
+            .method("POST")
+            .body(r#"{"Workspace":"team-b"}"#),
+            case(
+                "copy target allowed",
+                "alice",
+                DatasetCopy,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .method("PUT")
+            .body(r#"{"name":"c","target_workspace":"shared"}"#),
+            case(
+                "copy target forbidden",
+                "alice",
+                DatasetCopy,
+                Some("workspace=team-a"),
+                Status(404),
+            )
+            .method("PUT")
+            .body(r#"{"name":"c","target_workspace":"team-b"}"#),
+            case(
+                "copy source forbidden",
+                "alice",
+                DatasetCopy,
+                Some("workspace=team-b"),
+                Status(404),
+            )
+            .method("PUT")
+            .body(r#"{"name":"c","target_workspace":"team-a"}"#),
+            case(
+                "copy without target",
+                "alice",
+                DatasetCopy,
+                None,
+                Query(Some("workspace=alice")),
+            )
+            .method("PUT")
+            .body(r#"{"name":"c"}"#),
+            case(
+                "copy malformed target",
+                "alice",
+                DatasetCopy,
+                None,
+                Status(400),
+            )
+            .method("PUT")
+            .body(r#"{"name":"c","target_workspace":"../x"}"#),
+            // Destructive routes.
+            case(
+                "delete by non-superuser, service",
+                "alice",
+                DatasetDelete,
+                Some("workspace=team-a"),
+                Status(403),
+            )
+            .method("DELETE"),
+            case(
+                "delete by superuser, service",
+                "root",
+                DatasetDelete,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .method("DELETE"),
+            case(
+                "delete by non-superuser, passthrough",
+                "alice",
+                DatasetDelete,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .method("DELETE")
+            .passthrough(),
+            case(
+                "delete forbidden workspace is 404 first",
+                "alice",
+                DatasetDelete,
+                Some("workspace=team-b"),
+                Status(404),
+            )
+            .method("DELETE"),
+            case(
+                "hard delete records, service",
+                "alice",
+                RecordsDelete,
+                Some("workspace=team-a"),
+                Status(403),
+            )
+            .method("DELETE"),
+            case(
+                "discard records",
+                "alice",
+                RecordsDelete,
+                Some("workspace=team-a&mark_as_discarded=true"),
+                Query(Some("mark_as_discarded=true&workspace=team-a")),
+            )
+            .method("DELETE"),
+            case(
+                "discard with pydantic word",
+                "alice",
+                RecordsDelete,
+                Some("mark_as_discarded=Yes"),
+                Query(Some("mark_as_discarded=Yes&workspace=alice")),
+            )
+            .method("DELETE"),
+            case(
+                "discard false is hard",
+                "alice",
+                RecordsDelete,
+                Some("mark_as_discarded=false"),
+                Status(403),
+            )
+            .method("DELETE"),
+            case(
+                "discard last value wins",
+                "alice",
+                RecordsDelete,
+                Some("mark_as_discarded=true&mark_as_discarded=0"),
+                Status(403),
+            )
+            .method("DELETE"),
+            case(
+                "hard delete records, superuser",
+                "root",
+                RecordsDelete,
+                None,
+                Query(Some("workspace=root")),
+            )
+            .method("DELETE"),
+            case(
+                "hard delete records, passthrough",
+                "alice",
+                RecordsDelete,
+                None,
+                Query(Some("workspace=alice")),
+            )
+            .method("DELETE")
+            .passthrough(),
+            case(
+                "settings delete, service",
+                "alice",
+                SettingsDelete,
+                None,
+                Status(403),
+            )
+            .method("DELETE"),
+            case(
+                "settings delete, superuser",
+                "root",
+                SettingsDelete,
+                None,
+                Query(Some("workspace=root")),
+            )
+            .method("DELETE"),
+            case(
+                "settings delete, passthrough",
+                "alice",
+                SettingsDelete,
+                None,
+                Query(Some("workspace=alice")),
+            )
+            .method("DELETE")
+            .passthrough(),
+            // v1 and unknown routes.
+            case("v1 non-superuser, service", "alice", V1, None, Status(403)),
+            case(
+                "v1 superuser, service",
+                "root",
+                V1,
+                Some("a=1"),
+                Query(Some("a=1")),
+            ),
+            case(
+                "v1 passthrough",
+                "alice",
+                V1,
+                Some("a=1"),
+                Query(Some("a=1")),
+            )
+            .passthrough(),
+            case(
+                "v1 passthrough forbidden workspace",
+                "alice",
+                V1,
+                Some("workspace=team-b"),
+                Status(404),
+            )
+            .passthrough(),
+            case(
+                "unknown route without workspace",
+                "alice",
+                Other,
+                Some("a=1"),
+                Query(Some("a=1")),
+            ),
+            case(
+                "unknown route with workspace",
+                "alice",
+                Other,
+                None,
+                Query(Some("workspace=team-a")),
+            )
+            .headers(&[("x-rubrix-workspace", "team-a")]),
+            case(
+                "unknown route forbidden workspace",
+                "alice",
+                Other,
+                Some("workspace=team-b"),
+                Status(404),
+            ),
+            case(
+                "unknown route ambiguous",
+                "alice",
+                Other,
+                Some("workspace=team-a&workspace=shared"),
+                Status(400),
+            ),
+        ];
+        assert!(cases.len() >= 80, "{} cases", cases.len());
+        let store = store();
+        for c in &cases {
+            match (run(&store, c), &c.want) {
+                (Ok(decision), Query(query)) => {
+                    assert_eq!(decision.query.as_deref(), *query, "case {:?}", c.name);
+                }
+                (Err(reject), Status(status)) => {
+                    assert_eq!(
+                        reject.status().as_u16(),
+                        *status,
+                        "case {:?}: {reject}",
+                        c.name
+                    );
+                }
+                (got, want) => panic!("case {:?}: got {got:?}, want {want:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn list_filter_is_the_users_workspaces() {
+        let store = store();
+        let c = case("list", "alice", Api::DatasetList, None, Query(None));
+        assert_eq!(
+            run(&store, &c).unwrap().filter.unwrap(),
+            ["team-a", "shared", "alice"]
+        );
+        let c = case("list", "root", Api::DatasetList, None, Query(None));
+        let all = run(&store, &c).unwrap().filter.unwrap();
+        assert!(all.contains(&"bob".to_owned()) && all.contains(&"Team-C".to_owned()));
+    }
+
+    #[test]
+    fn copy_target_is_reported() {
+        let store = store();
+        let c = case("copy", "alice", Api::DatasetCopy, None, Query(None))
+            .method("PUT")
+            .body(r#"{"target_workspace":"shared"}"#);
+        assert_eq!(
+            run(&store, &c).unwrap().target_workspace.as_deref(),
+            Some("shared")
+        );
+    }
+
+    #[test]
+    fn not_found_names_the_workspace() {
+        let store = store();
+        let c = case(
+            "x",
+            "alice",
+            Api::Dataset,
+            Some("workspace=team-b"),
+            Status(404),
+        );
+        match run(&store, &c) {
+            Err(Reject::WorkspaceNotFound { workspace }) => assert_eq!(workspace, "team-b"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

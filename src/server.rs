@@ -1,0 +1,590 @@
+//! The shared [`State`], the path every request takes ([`serve`]), the accept loop and graceful
+//! shutdown ([`run`]).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, service::service_fn, upgrade::OnUpgrade};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::{
+    answer,
+    auth::{Authenticator, Identity, Verifier},
+    body::{Body, full},
+    config::{Config, Mode},
+    error::Reject,
+    limit::Limiter,
+    metrics::{Extra, Metrics},
+    policy,
+    proxy::{self, Added, Base, HttpClient},
+    route::{self, Api, Route},
+    token::Tokens,
+    users::Users,
+};
+
+/// Everything a request may need. Built once; only the users snapshot and counters change.
+pub struct State {
+    /// The validated configuration.
+    pub config: Config,
+    /// The live users.
+    pub users: Arc<Users>,
+    /// bcrypt and its memory.
+    pub verifier: Verifier,
+    /// Gateway tokens.
+    pub tokens: Tokens,
+    /// Failed-authentication budgets.
+    pub limiter: Limiter,
+    /// Counters for the metrics listener.
+    pub metrics: Metrics,
+    /// TLS on the main listener, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The service key as a header value, built once.
+    service_key: HeaderValue,
+    client: HttpClient,
+    base: Base,
+}
+
+impl State {
+    /// Builds the state for `config` and the users loaded from it.
+    ///
+    /// # Panics
+    /// Never for a configuration built by [`Config::from_sources`], which checks that the
+    /// upstream key fits in a header.
+    #[must_use]
+    pub fn new(config: Config, users: Arc<Users>) -> Self {
+        let auth = &config.auth;
+        Self {
+            verifier: Verifier::new(
+                auth.bcrypt_concurrency,
+                auth.credential_cache_ttl,
+                auth.credential_cache_capacity,
+            ),
+            tokens: Tokens::new(auth.secret_key.as_deref(), auth.token_expiration),
+            limiter: Limiter::new(&config.rate_limit),
+            metrics: Metrics::default(),
+            tls: None,
+            service_key: HeaderValue::from_str(&config.upstream.api_key)
+                .expect("the configuration checked that the key fits in a header"),
+            client: proxy::client(&config.upstream),
+            base: Base::new(&config.upstream.url),
+            users,
+            config,
+        }
+    }
+
+    /// Terminates TLS on the main listener with `acceptor`.
+    #[must_use]
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// The metrics text as of now.
+    #[must_use]
+    pub fn render_metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.render(&Extra {
+            bcrypt_checks: self.verifier.checks.load(Relaxed),
+            cache_hits: self.verifier.cache_hits.load(Relaxed),
+            rate_limited: self.limiter.refusals.load(Relaxed),
+            reloads: self.users.status(),
+        })
+    }
+
+    /// Whether the gateway can serve: users are loaded (always, once started) and the upstream
+    /// answered recently, or answers a probe of `/api/_info` now.
+    pub async fn ready(&self) -> bool {
+        let window = std::time::Duration::from_secs(10);
+        if self.metrics.upstream_answered_within(window) {
+            return true;
+        }
+        let Ok(uri) = self.base.uri("/api/_info", None) else {
+            return false;
+        };
+        let Ok(request) = Request::get(uri).body(crate::body::empty()) else {
+            return false;
+        };
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.client.request(request),
+        );
+        match probe.await {
+            Ok(Ok(response)) if !response.status().is_server_error() => {
+                self.metrics.upstream_answered(std::time::Duration::ZERO);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn authenticator(&self) -> Authenticator<'_> {
+        Authenticator {
+            users: &self.users,
+            verifier: &self.verifier,
+            tokens: &self.tokens,
+            limiter: &self.limiter,
+        }
+    }
+}
+
+/// What the access log says about a request, filled in as it goes.
+struct Trace {
+    route: &'static str,
+    user: Option<String>,
+    workspace: Option<String>,
+    request_id: HeaderValue,
+    /// Whether the client connection is TLS (for `X-Forwarded-Proto`).
+    secure: bool,
+}
+
+/// The client's `X-Request-Id` when it is a plain token (so it cannot forge log lines), else a
+/// fresh random one.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            (1..=128).contains(&bytes.len())
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&format!("{:016x}", rand::random::<u64>()))
+                .expect("hex is a valid header value")
+        })
+}
+
+/// RFC 9112 section 3.2: an HTTP/1.1 request needs exactly one `Host` (or an absolute-form
+/// target), and no request may carry two.
+fn check_host(request: &Request<Incoming>) -> Result<(), Reject> {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(Reject::BadRequest(
+            "The request has more than one Host header".into(),
+        ));
+    }
+    if hosts == 0
+        && request.version() == http::Version::HTTP_11
+        && request.uri().authority().is_none()
+    {
+        return Err(Reject::BadRequest(
+            "An HTTP/1.1 request needs a Host header".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Serves one request: classify, authenticate, decide, forward.
+async fn serve(
+    state: &State,
+    mut request: Request<Incoming>,
+    peer: IpAddr,
+    trace: &mut Trace,
+) -> Result<Response<Body>, Reject> {
+    let trusted = &state.config.rate_limit.trusted_proxies;
+    let client = proxy::client_address(trusted, peer, request.headers());
+    check_host(&request)?;
+    let route = route::classify(request.method(), request.uri().path(), request.headers())?;
+    // Upgrades (WebSocket only) are passed through on authenticated routes only.
+    let upgrade = matches!(route, Route::Api(_))
+        .then(|| proxy::requested_upgrade(request.headers()))
+        .flatten()
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+    match route {
+        Route::Health => {
+            trace.route = "health";
+            Ok(answer::health())
+        }
+        Route::Ready => {
+            trace.route = "health";
+            Ok(answer::ready(state.ready().await))
+        }
+        Route::Login => {
+            trace.route = "login";
+            let limit = state.config.limits.max_body_bytes;
+            answer::login(
+                &state.authenticator(),
+                &state.tokens,
+                request,
+                client,
+                limit,
+            )
+            .await
+        }
+        Route::Me => {
+            trace.route = "me";
+            let identity = state
+                .authenticator()
+                .authenticate(request.headers(), client)
+                .await?;
+            trace.user = Some(identity.user.username.clone());
+            Ok(answer::me(&identity))
+        }
+        Route::Public => {
+            trace.route = "public";
+            let (parts, body) = request.into_parts();
+            let query = parts.uri.query().map(str::to_owned);
+            let target = Target {
+                identity: None,
+                query: query.as_deref(),
+                upgrade,
+                request_id: trace.request_id.clone(),
+                secure: trace.secure,
+            };
+            forward(state, parts, body.boxed(), peer, target).await
+        }
+        Route::Api(api) => {
+            trace.route = api.label();
+            let identity = state
+                .authenticator()
+                .authenticate(request.headers(), client)
+                .await?;
+            trace.user = Some(identity.user.username.clone());
+            forward_api(state, request, peer, api, &identity, upgrade, trace).await
+        }
+    }
+}
+
+/// Reads what the policy needs, decides, forwards, and filters the dataset list.
+async fn forward_api(
+    state: &State,
+    request: Request<Incoming>,
+    peer: IpAddr,
+    api: Api,
+    identity: &Identity,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    trace: &mut Trace,
+) -> Result<Response<Body>, Reject> {
+    let (mut parts, body) = request.into_parts();
+    let (body, fields) = if matches!(api, Api::DatasetCreate | Api::DatasetCopy) {
+        let bytes = answer::read_body(body, state.config.limits.max_body_bytes).await?;
+        let fields = policy::body_fields(&bytes)?;
+        (full(bytes), Some(fields))
+    } else {
+        (body.boxed(), None)
+    };
+    let decision = policy::authorize(
+        &identity.store,
+        &identity.user,
+        &policy::Request {
+            api,
+            method: &parts.method,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: fields.as_ref(),
+        },
+        state.config.upstream.mode,
+    )?;
+    trace.workspace.clone_from(&decision.workspace);
+    if decision.filter.is_some() {
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    let target = Target {
+        identity: Some(identity),
+        query: decision.query.as_deref(),
+        upgrade,
+        request_id: trace.request_id.clone(),
+        secure: trace.secure,
+    };
+    let response = forward(state, parts, body, peer, target).await?;
+    match &decision.filter {
+        Some(workspaces) => {
+            proxy::filter_datasets(
+                response,
+                workspaces,
+                state.config.limits.max_list_response_bytes,
+            )
+            .await
+        }
+        None => Ok(response),
+    }
+}
+
+/// Where and as whom a request is forwarded.
+struct Target<'a> {
+    identity: Option<&'a Identity>,
+    query: Option<&'a str>,
+    /// The protocol the client asked to switch to, and its side of the switch.
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    request_id: HeaderValue,
+    secure: bool,
+}
+
+async fn forward(
+    state: &State,
+    mut parts: http::request::Parts,
+    body: Body,
+    peer: IpAddr,
+    target: Target<'_>,
+) -> Result<Response<Body>, Reject> {
+    let Target {
+        identity,
+        query,
+        upgrade,
+        request_id,
+        secure,
+    } = target;
+    let uri = state.base.uri(parts.uri.path(), query)?;
+    let trusted = &state.config.rate_limit.trusted_proxies;
+    let forwarded_for = proxy::forwarded_for(trusted, peer, &parts.headers);
+    let forwarded_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    proxy::clean_request_headers(&mut parts.headers);
+    let api_key = identity.and_then(|identity| match state.config.upstream.mode {
+        Mode::Service => Some(state.service_key.clone()),
+        Mode::Passthrough => HeaderValue::from_str(&identity.user.api_key).ok(),
+    });
+    proxy::add_request_headers(
+        &mut parts.headers,
+        Added {
+            api_key,
+            user: identity.map(|i| i.user.username.as_str()),
+            forwarded_for,
+            forwarded_host,
+            request_id: Some(request_id),
+            secure,
+        },
+    );
+    let client_side = upgrade.map(|(protocol, client_side)| {
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        client_side
+    });
+    let mut response = proxy::send(
+        &state.client,
+        &state.config.upstream,
+        &state.metrics,
+        parts,
+        uri,
+        body,
+    )
+    .await?;
+    if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (client_side, response.status()) {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) else {
+                return;
+            };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+    }
+    Ok(response)
+}
+
+/// Serves one request and writes its access-log line. Never fails: a rejection becomes its
+/// Argilla-shaped answer here, and only here.
+pub async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
+) -> Response<Body> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let started = Instant::now();
+    state.metrics.in_flight.fetch_add(1, Relaxed);
+    let method: Method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut trace = Trace {
+        route: "invalid",
+        user: None,
+        workspace: None,
+        request_id: request_id(request.headers()),
+        secure,
+    };
+    let (mut response, reason) = match serve(&state, request, peer.ip(), &mut trace).await {
+        Ok(response) => (response, None),
+        Err(reject) => {
+            match &reject {
+                Reject::Unauthenticated { reason, .. } => state.metrics.auth_failure(reason),
+                Reject::Inactive { .. } => state.metrics.auth_failure("disabled user"),
+                _ => {}
+            }
+            let reason = error_chain(&reject);
+            if reject.status().is_server_error() {
+                tracing::warn!(%method, path, error = reason, "upstream failure");
+            }
+            (reject.into_response(), Some(reason))
+        }
+    };
+    let status = response.status().as_u16();
+    state.metrics.request(trace.route, reason.is_some(), status);
+    state.metrics.in_flight.fetch_sub(1, Relaxed);
+    tracing::info!(
+        target: "access",
+        %method,
+        path,
+        status,
+        route = trace.route,
+        user = trace.user.as_deref().unwrap_or("-"),
+        workspace = trace.workspace.as_deref().unwrap_or("-"),
+        decision = if reason.is_some() { "reject" } else { "allow" },
+        reason = reason.as_deref().unwrap_or(""),
+        request_id = trace.request_id.to_str().unwrap_or("-"),
+        peer = %peer,
+        latency_ms = started.elapsed().as_secs_f64() * 1e3,
+    );
+    response
+        .headers_mut()
+        .insert("x-request-id", trace.request_id);
+    response
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight requests finish within
+/// the configured grace period.
+pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    let limits = &state.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let (state, builder) = (state.clone(), builder.clone());
+        tokio::spawn(async move {
+            let secure = state.tls.is_some();
+            let handshake_timeout = state.config.limits.header_read_timeout;
+            let served = state.clone();
+            let service = service_fn(move |request| {
+                let state = served.clone();
+                async move { Ok::<_, Infallible>(handle(state, request, peer, secure).await) }
+            });
+            let result = match &state.tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(connection.into_owned()).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = state.config.limits.grace_period;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "grace period over; closing remaining connections"
+        );
+    }
+}
+
+/// Serves Prometheus text on `GET /metrics` until `shutdown` resolves.
+pub async fn run_metrics(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let response = if request.uri().path() == "/metrics" {
+                            let mut response = Response::new(full(state.render_metrics()));
+                            response.headers_mut().insert(
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("text/plain; version=0.0.4"),
+                            );
+                            response
+                        } else {
+                            let mut response = Response::new(full("not found"));
+                            *response.status_mut() = StatusCode::NOT_FOUND;
+                            response
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Gateway tokens: HS256 JWTs with `sub`, `iat`, `exp` and `fpr`, a fingerprint of the user's
+//! current password hash, so that a password change, removal or `disabled: true` ends every
+//! session of that user on the next request. The upstream's own JWT secret never matters: the
+//! gateway issues and checks these tokens itself and never forwards them.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::users::{User, UserStore};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+    fpr: String,
+}
+
+/// Issues and checks gateway tokens.
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    lifetime: Duration,
+}
+
+fn fingerprint(user: &User) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&user.password_fingerprint[..16])
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Tokens {
+    /// Tokens signed with `secret`, or with a random per-process secret when there is none.
+    #[must_use]
+    pub fn new(secret: Option<&str>, lifetime: Duration) -> Self {
+        let secret: Vec<u8> = match secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            validation,
+            lifetime,
+        }
+    }
+
+    /// How long a token lives.
+    #[must_use]
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// A token for `user`, valid for the configured lifetime.
+    ///
+    /// # Panics
+    /// Never in practice: HS256 signing of a small JSON object cannot fail.
+    #[must_use]
+    pub fn issue(&self, user: &User) -> String {
+        let iat = now_secs();
+        let claims = Claims {
+            sub: user.username.clone(),
+            iat,
+            exp: iat.saturating_add(self.lifetime.as_secs()),
+            fpr: fingerprint(user),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing does not fail")
+    }
+
+    /// The user a token speaks for, if it is valid now: right algorithm and key, not expired,
+    /// user still in the file with the same password hash.
+    #[must_use]
+    pub fn verify(&self, store: &UserStore, token: &str) -> Option<Arc<User>> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let user = store.by_name(&data.claims.sub)?;
+        (data.claims.fpr == fingerprint(user)).then(|| user.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn store(hash: &str) -> UserStore {
+        let text = format!("- username: alice\n  hashed_password: '{hash}'\n  api_key: k\n");
+        UserStore::parse(Path::new("u.yml"), text.as_bytes()).unwrap()
+    }
+
+    fn forge(header: &str, claims: &serde_json::Value, key: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let signing = format!(
+            "{}.{}",
+            b64(header.as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(signing.as_bytes());
+        format!("{signing}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn token_table() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let store = self::tests::store(&hash);
+        let user = store.by_name("alice").unwrap();
+        let secret = "0123456789abcdef0123456789abcdef";
+        let tokens = Tokens::new(Some(secret), Duration::from_secs(600));
+        let good = tokens.issue(user);
+        assert_eq!(tokens.verify(&store, &good).unwrap().username, "alice");
+
+        let fpr = fingerprint(user);
+        let now = now_secs();
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "expired",
+                forge(
+                    hs256,
+                    &serde_json::json!({"sub":"alice","exp":now - 10,"iat":now - 100,"fpr":fpr}),
+                    secret.as_bytes(),
+                ),
+            ),
+            (
+                "no exp",
+                forge(
+                    hs256,
+                    &serde_json::json!({"sub":"alice","iat":now,"fpr":fpr}),
+                    secret.as_bytes(),
+                ),
+            ),
+            (
+                "argilla default secret",
+                forge(
+                    hs256,
+                    &serde_json::json!({"sub":"alice","exp":now + 100,"iat":now,"fpr":fpr}),
+                    b"secret",
+                ),
+            ),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(r#"{"alg":"none","typ":"JWT"}"#),
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                        serde_json::json!({"sub":"alice","exp":now + 100,"iat":now,"fpr":fpr})
+                            .to_string()
+                    )
+                ),
+            ),
+            (
+                "HS512",
+                forge(
+                    r#"{"alg":"HS512","typ":"JWT"}"#,
+                    &serde_json::json!({"sub":"alice","exp":now + 100,"iat":now,"fpr":fpr}),
+                    secret.as_bytes(),
+                ),
+            ),
+            (
+                "unknown user",
+                forge(
+                    hs256,
+                    &serde_json::json!({"sub":"mallory","exp":now + 100,"iat":now,"fpr":fpr}),
+                    secret.as_bytes(),
+                ),
+            ),
+            (
+                "old password",
+                forge(
+                    hs256,
+                    &serde_json::json!({"sub":"alice","exp":now + 100,"iat":now,"fpr":"AAAAAAAAAAAAAAAAAAAAAA"}),
+                    secret.as_bytes(),
+                ),
+            ),
+            ("tampered payload", {
+                let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+                parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                    serde_json::json!({"sub":"alice","exp":now + 999_999,"iat":now,"fpr":fpr})
+                        .to_string(),
+                );
+                parts.join(".")
+            }),
+            ("garbage", "not.a.token".to_owned()),
+        ];
+        for (case, token) in cases {
+            assert!(tokens.verify(&store, &token).is_none(), "{case}");
+        }
+        let forged_ok = forge(
+            hs256,
+            &serde_json::json!({"sub":"alice","exp":now + 100,"iat":now,"fpr":fpr}),
+            secret.as_bytes(),
+        );
+        assert!(
+            tokens.verify(&store, &forged_ok).is_some(),
+            "the forge helper makes valid tokens"
+        );
+
+        let other = Tokens::new(None, Duration::from_secs(600));
+        assert!(other.verify(&store, &good).is_none(), "another key");
+        let rehashed = self::tests::store(&bcrypt::hash("pw", 4).unwrap());
+        assert!(
+            tokens.verify(&rehashed, &good).is_none(),
+            "password changed"
+        );
+    }
+}
