@@ -1,0 +1,408 @@
+//! Test harness: a recording upstream and a gateway in front of it, each on its own
+//! `127.0.0.1:0` socket, plus a small HTTP client.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+#![allow(clippy::unwrap_used, reason = "a failing harness should panic loudly")]
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use argilla_gateway::{
+    body::{Body, full},
+    config::Config,
+    server::{self, State},
+    users::{Reloader, Users},
+};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::oneshot};
+
+/// The upstream service key the test gateways use.
+pub const SERVICE_KEY: &str = "upstream-service-key";
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Responder = Arc<dyn Fn(&Recorded) -> Response<Body> + Send + Sync>;
+
+/// An upstream that records every request and answers with `respond`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Upstream {
+    /// An upstream answering 200 `{"ok":true}` to everything, and a fixed list of datasets to
+    /// `GET /api/datasets[/]`.
+    pub async fn start() -> Self {
+        Self::with(Arc::new(default_response)).await
+    }
+
+    pub async fn with(respond: Responder) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let log = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                let respond = respond.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let log = log.clone();
+                        let respond = respond.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(http_body_util::Collected::to_bytes)
+                                .unwrap_or_default();
+                            let recorded = Recorded {
+                                method: parts.method,
+                                path: parts.uri.path().to_owned(),
+                                query: parts.uri.query().map(str::to_owned),
+                                headers: parts.headers,
+                                body,
+                            };
+                            let response = respond(&recorded);
+                            log.lock().unwrap().push(recorded);
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The only request received so far.
+    pub fn only(&self) -> Recorded {
+        let all = self.requests();
+        assert_eq!(all.len(), 1, "expected one upstream request, got {all:?}");
+        all.into_iter().next().unwrap()
+    }
+
+    pub fn clear(&self) {
+        self.received.lock().unwrap().clear();
+    }
+}
+
+/// The datasets the default upstream lists.
+pub const DATASETS: &str = r#"[{"name":"a1","workspace":"team-a","owner":"team-a"},{"name":"b1","workspace":"team-b","owner":"team-b"},{"name":"s1","workspace":"shared","owner":"shared"},{"name":"al","workspace":"alice","owner":"alice"},{"name":"bo","workspace":"bob","owner":"bob"},{"name":"ro","workspace":"root","owner":"root"}]"#;
+
+pub fn default_response(request: &Recorded) -> Response<Body> {
+    let body = if request.method == Method::GET
+        && (request.path == "/api/datasets" || request.path == "/api/datasets/")
+        && request.query.is_none()
+    {
+        DATASETS.to_owned()
+    } else {
+        r#"{"ok":true}"#.to_owned()
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap()
+}
+
+/// bcrypt of `pw` at cost 4, once per test binary.
+pub fn hash(password: &str) -> String {
+    static HASHES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    HASHES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap()
+        .entry(password.to_owned())
+        .or_insert_with(|| bcrypt::hash(password, 4).unwrap())
+        .clone()
+}
+
+/// The users most tests use: a superuser, a user with team workspaces, a `workspaces: []` user
+/// and a disabled user. Passwords are `<name>-pw`, keys `<name>-key`.
+pub fn users_yaml() -> String {
+    format!(
+        "- username: root\n  hashed_password: '{}'\n  api_key: root-key\n\
+         - username: alice\n  hashed_password: '{}'\n  api_key: alice-key\n  email: alice@example.com\n  full_name: Alice A\n  workspaces: [team-a, shared]\n\
+         - username: bob\n  hashed_password: '{}'\n  api_key: bob-key\n  workspaces: []\n\
+         - username: carol\n  hashed_password: '{}'\n  api_key: carol-key\n  workspaces: [team-b]\n\
+         - username: dave\n  hashed_password: '{}'\n  api_key: dave-key\n  disabled: true\n  workspaces: [team-a]\n",
+        hash("root-pw"),
+        hash("alice-pw"),
+        hash("bob-pw"),
+        hash("carol-pw"),
+        hash("dave-pw"),
+    )
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub users: Arc<Users>,
+    pub state: Arc<State>,
+    pub dir: tempfile::TempDir,
+    pub users_file: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+    _reloader: Reloader,
+}
+
+/// How to build a gateway.
+pub struct Options {
+    pub users_yaml: Option<String>,
+    pub toml: String,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Options {
+    pub fn new(upstream: &Upstream) -> Self {
+        Self {
+            users_yaml: Some(users_yaml()),
+            toml: String::new(),
+            env: vec![
+                ("ARGILLA_GATEWAY_UPSTREAM_URL", upstream.url()),
+                ("ARGILLA_GATEWAY_UPSTREAM_API_KEY", SERVICE_KEY.into()),
+                (
+                    "ARGILLA_LOCAL_AUTH_SECRET_KEY",
+                    "test-secret-0123456789abcdef".into(),
+                ),
+                ("ARGILLA_GATEWAY_RELOAD_DEBOUNCE_MILLIS", "20".into()),
+            ],
+        }
+    }
+
+    pub fn env(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.env.retain(|(n, _)| *n != name);
+        self.env.push((name, value.into()));
+        self
+    }
+
+    pub fn toml(mut self, toml: &str) -> Self {
+        toml.clone_into(&mut self.toml);
+        self
+    }
+
+    pub fn no_users_file(mut self) -> Self {
+        self.users_yaml = None;
+        self
+    }
+
+    pub async fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let users_file = dir.path().join("users.yml");
+        let mut env = self.env.clone();
+        if let Some(yaml) = &self.users_yaml {
+            std::fs::write(&users_file, yaml).expect("write users file");
+            env.push((
+                "ARGILLA_LOCAL_AUTH_USERS_DB_FILE",
+                users_file.display().to_string(),
+            ));
+        }
+        let env: HashMap<&str, String> = env.into_iter().collect();
+        let config = Config::from_sources(Some(&self.toml), &|name| env.get(name).cloned())
+            .expect("test configuration is valid");
+        let users = Arc::new(Users::open(&config.auth).expect("users load"));
+        let reloader = Reloader::start(users.clone(), &config.reload).expect("watcher starts");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
+        let addr = listener.local_addr().expect("gateway address");
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| argilla_gateway::tls::acceptor(tls).expect("TLS files load"));
+        let mut state = State::new(config, users.clone());
+        if let Some(acceptor) = tls {
+            state = state.with_tls(acceptor);
+        }
+        let state = Arc::new(state);
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let (done, stopped) = oneshot::channel::<()>();
+        let serving = state.clone();
+        tokio::spawn(async move {
+            server::run(listener, serving, async {
+                let _ = signal.await;
+            })
+            .await;
+            let _ = done.send(());
+        });
+        Gateway {
+            addr,
+            users,
+            state,
+            dir,
+            users_file,
+            shutdown: Some(shutdown),
+            stopped: Some(stopped),
+            _reloader: reloader,
+        }
+    }
+}
+
+impl Gateway {
+    pub async fn start(upstream: &Upstream) -> Self {
+        Options::new(upstream).start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signals shutdown; resolves when the server loop has finished.
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
+    }
+
+    /// Replaces the users file by writing a temp file and renaming it over, then waits until
+    /// the gateway has applied it.
+    pub async fn replace_users(&self, yaml: &str) {
+        let mut reloads = self.users.subscribe();
+        let before = reloads.borrow_and_update().applied;
+        let temp = self.dir.path().join(".users.yml.tmp");
+        std::fs::write(&temp, yaml).unwrap();
+        std::fs::rename(&temp, &self.users_file).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            reloads.wait_for(|s| s.applied > before),
+        )
+        .await
+        .expect("reload applied within 5 s")
+        .unwrap();
+    }
+}
+
+/// A reply as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Argilla's error code suffix, like `UnauthorizedError`.
+    pub fn error_code(&self) -> String {
+        self.json()["detail"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("argilla.api.errors::")
+            .to_owned()
+    }
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http()
+    })
+}
+
+/// Sends a request with the given headers and body.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(body.into())).expect("valid request");
+    let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
+        .await
+        .expect("answer within 30 s")
+        .expect("request sent");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send("GET", url, headers, Bytes::new()).await
+}
+
+/// `Authorization: Basic` for `user:password`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The status of a GET, or `None` when nothing answers.
+pub async fn get_opt(url: &str) -> Option<u16> {
+    let request = Request::get(url).body(Full::new(Bytes::new())).ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client().request(request))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
+}

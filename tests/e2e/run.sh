@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# End-to-end suite: the gateway in front of a real Argilla 1.5.1 server (with the osmem-server
+# search emulator), driven by the real Argilla Python client and the real web app in Chromium.
+#
+# Installs what it needs under .e2e/ (gitignored), starts everything on free loopback ports,
+# runs every scenario, stops what it started (by process id), and prints one summary line:
+#   e2e: N passed, M failed
+# See tests/e2e/README.md. Environment knobs:
+#   E2E_ARTIFACTS_DIR  where the screenshot goes (default .e2e/artifacts)
+#   E2E_GATEWAY_BIN    use this gateway binary instead of `cargo build --release --locked`
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/tests/e2e
+WORK=$ROOT/.e2e
+RUN=$WORK/run
+LOGS=$WORK/logs
+ARTIFACTS=${E2E_ARTIFACTS_DIR:-$WORK/artifacts}
+STARTED=$(date +%s)
+
+say() { printf 'e2e: %s\n' "$*" >&2; }
+die() {
+  printf 'e2e: ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- processes we started
+PIDS=()
+NAMES=()
+stop_all() {
+  local i pid
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${PIDS[i]}
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${PIDS[i]}
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "${NAMES[i]} (pid $pid) did not stop on TERM; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+  NAMES=()
+}
+on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_all
+  if ((rc != 0)) && [[ -z ${SUMMARY_PRINTED:-} ]]; then
+    say "logs: $LOGS"
+    echo "e2e: aborted before the scenarios finished (exit $rc)"
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME LOGFILE CMD...: runs CMD in the background (its own process group is not needed:
+# every command here is a single process, which we stop by its pid).
+start() {
+  local name=$1 logfile=$2
+  shift 2
+  "$@" >"$logfile" 2>&1 &
+  PIDS+=("$!")
+  NAMES+=("$name")
+  say "started $name (pid $!), log $logfile"
+}
+
+# wait_http NAME URL SECONDS: poll URL until it answers 2xx; fail if the process died or time ran out.
+wait_http() {
+  local name=$1 url=$2 limit=$3 pid=${PIDS[-1]} deadline
+  deadline=$(($(date +%s) + limit))
+  until "$CLIENT_PY" - "$url" <<'EOF' 2>/dev/null; do
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2)
+EOF
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 40 "$LOGS/$name.log" >&2 || true
+      die "$name exited before it was ready (log: $LOGS/$name.log)"
+    fi
+    if (($(date +%s) >= deadline)); then
+      tail -n 40 "$LOGS/$name.log" >&2 || true
+      die "$name not ready at $url after ${limit}s (log: $LOGS/$name.log)"
+    fi
+    sleep 0.2
+  done
+  say "$name ready at $url"
+}
+
+# ---------------------------------------------------------------- prerequisites
+find_python() { # find_python 3.10 -> path of a python3.10, or empty
+  local want=$1 candidate root
+  root=${PYENV_ROOT:-}
+  if [[ -z $root ]] && command -v pyenv >/dev/null 2>&1; then root=$(pyenv root); fi
+  [[ -z $root && -d $HOME/.pyenv ]] && root=$HOME/.pyenv
+  for candidate in "$root"/versions/"$want".*/bin/python3 "$(command -v "python$want" 2>/dev/null || true)"; do
+    [[ -n $candidate && -x $candidate ]] || continue
+    if "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$want'.split('.'))))" 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+
+PY310=$(find_python 3.10)
+[[ -n $PY310 ]] || die "Python 3.10 not found (looked in \$(pyenv root)/versions/3.10.* and PATH). The Argilla 1.5.1 server needs it: install it with 'pyenv install 3.10'."
+PY311=$(find_python 3.11)
+[[ -n $PY311 ]] || die "Python 3.11 not found (looked in \$(pyenv root)/versions/3.11.* and PATH). The Argilla 1.5.1 client runs on it."
+command -v node >/dev/null || die "node (>= 20) not found; install Node.js 20"
+command -v npm >/dev/null || die "npm not found; install Node.js 20 with npm"
+NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
+((NODE_MAJOR >= 20)) || die "node $(node -v) is too old: playwright-core needs node >= 20"
+for module in venv ensurepip; do
+  "$PY310" -c "import $module" 2>/dev/null || die "$PY310 lacks the '$module' module"
+  "$PY311" -c "import $module" 2>/dev/null || die "$PY311 lacks the '$module' module"
+done
+
+mkdir -p "$WORK" "$LOGS" "$ARTIFACTS"
+rm -rf "$RUN" "$LOGS"/*.log "$ARTIFACTS/dataset-list.png"
+mkdir -p "$RUN"
+
+# ---------------------------------------------------------------- installs (idempotent)
+# ensure_venv DIR PYTHON REQUIREMENTS: (re)create DIR only when the interpreter or the pinned
+# requirements changed since the last successful install.
+ensure_venv() {
+  local dir=$1 py=$2 req=$3 want
+  want="$("$py" -c 'import sys; print(sys.version)' | head -n1) $(sha256sum "$req" | cut -d' ' -f1)"
+  if [[ -x $dir/bin/python && -f $dir/.e2e-installed && "$(cat "$dir/.e2e-installed")" == "$want" ]]; then
+    say "reusing $dir"
+    return
+  fi
+  say "installing $(basename "$dir") from $(basename "$req") (about a minute on a cold machine)"
+  rm -rf "$dir"
+  "$py" -m venv "$dir"
+  "$dir/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$req" \
+    >"$LOGS/pip-$(basename "$dir").log" 2>&1 ||
+    {
+      tail -n 30 "$LOGS/pip-$(basename "$dir").log" >&2
+      die "pip install into $dir failed (log: $LOGS/pip-$(basename "$dir").log)"
+    }
+  echo "$want" >"$dir/.e2e-installed"
+}
+
+ensure_venv "$WORK/venv-server" "$PY310" "$HERE/requirements-server.txt"
+ensure_venv "$WORK/venv-client" "$PY311" "$HERE/requirements-client.txt"
+SERVER_PY=$WORK/venv-server/bin/python
+CLIENT_PY=$WORK/venv-client/bin/python
+
+OSMEM_BIN=$("$SERVER_PY" -c 'import os, osmem_server; print(os.path.join(os.path.dirname(osmem_server.__file__), "bin", "osmem-server"))')
+[[ -f $OSMEM_BIN ]] || die "osmem-server binary not found at $OSMEM_BIN"
+[[ -x $OSMEM_BIN ]] || chmod +x "$OSMEM_BIN"
+
+NODE_DIR=$WORK/node
+lock_sum=$(cat "$HERE/package.json" "$HERE/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [[ -f $NODE_DIR/.e2e-installed && "$(cat "$NODE_DIR/.e2e-installed")" == "$lock_sum" && -d $NODE_DIR/node_modules/playwright-core ]]; then
+  say "reusing $NODE_DIR"
+else
+  say "installing npm packages into $NODE_DIR"
+  rm -rf "$NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  cp "$HERE/package.json" "$HERE/package-lock.json" "$NODE_DIR/"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --ignore-scripts >"$LOGS/npm.log" 2>&1) ||
+    {
+      tail -n 30 "$LOGS/npm.log" >&2
+      die "npm ci failed (log: $LOGS/npm.log)"
+    }
+  echo "$lock_sum" >"$NODE_DIR/.e2e-installed"
+fi
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  command -v apt-get >/dev/null || die "chromium is missing and apt-get is not available to install it"
+  [[ $(id -u) == 0 ]] || die "chromium is missing: run 'apt-get install chromium chromium-driver' as root"
+  say "installing Debian's chromium and chromium-driver with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  {
+    apt-get -o DPkg::Lock::Timeout=300 update -q &&
+      apt-get -o DPkg::Lock::Timeout=300 install -y -q chromium chromium-driver
+  } </dev/null >"$LOGS/apt.log" 2>&1 ||
+    {
+      tail -n 30 "$LOGS/apt.log" >&2
+      die "apt-get install chromium chromium-driver failed (log: $LOGS/apt.log)"
+    }
+fi
+CHROMIUM=$(command -v chromium)
+
+if [[ -n ${E2E_GATEWAY_BIN:-} ]]; then
+  GATEWAY_BIN=$E2E_GATEWAY_BIN
+else
+  command -v cargo >/dev/null || die "cargo not found: needed to build the gateway"
+  say "building the gateway (cargo build --release --locked)"
+  (cd "$ROOT" && cargo build --release --locked </dev/null >"$LOGS/cargo.log" 2>&1) ||
+    {
+      tail -n 40 "$LOGS/cargo.log" >&2
+      die "cargo build --release --locked failed (log: $LOGS/cargo.log)"
+    }
+  GATEWAY_BIN=$ROOT/target/release/argilla-gateway
+fi
+[[ -x $GATEWAY_BIN ]] || die "gateway binary $GATEWAY_BIN is missing"
+say "prerequisites ready after $(($(date +%s) - STARTED))s"
+
+# ---------------------------------------------------------------- ports, users, secrets
+read -r ES_PORT UPSTREAM_PORT GATEWAY_PORT < <("$CLIENT_PY" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()
+EOF
+)
+ES_URL=http://127.0.0.1:$ES_PORT
+UPSTREAM_URL=http://127.0.0.1:$UPSTREAM_PORT
+GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+
+"$CLIENT_PY" "$HERE/gen_fixture.py" "$RUN" "$GATEWAY_URL" "$UPSTREAM_URL"
+# shellcheck source=/dev/null
+source "$RUN/secrets.env"
+
+# ---------------------------------------------------------------- start the stack
+start osmem "$LOGS/osmem.log" "$OSMEM_BIN" -addr "127.0.0.1:$ES_PORT" -no-stdin-watch -no-ja
+wait_http osmem "$ES_URL/" 30
+
+# The upstream runs from $RUN so that no stray .users.yml in the repo is picked up.
+cd "$RUN"
+start upstream "$LOGS/upstream.log" env \
+  ARGILLA_ELASTICSEARCH="$ES_URL" \
+  ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$RUN/upstream-users.yml" \
+  ARGILLA_LOCAL_AUTH_DEFAULT_APIKEY="$UPSTREAM_DEFAULT_APIKEY" \
+  ARGILLA_LOCAL_AUTH_SECRET_KEY="$UPSTREAM_SECRET_KEY" \
+  ARGILLA_ENABLE_TELEMETRY=0 \
+  "$WORK/venv-server/bin/uvicorn" argilla:app --host 127.0.0.1 --port "$UPSTREAM_PORT"
+wait_http upstream "$UPSTREAM_URL/api/docs/spec.json" 150
+
+start gateway "$LOGS/gateway.log" env \
+  ARGILLA_GATEWAY_LISTEN="127.0.0.1:$GATEWAY_PORT" \
+  ARGILLA_GATEWAY_UPSTREAM_URL="$UPSTREAM_URL" \
+  ARGILLA_GATEWAY_UPSTREAM_MODE=service \
+  ARGILLA_GATEWAY_UPSTREAM_API_KEY="$UPSTREAM_API_KEY" \
+  ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$RUN/gateway-users.yml" \
+  ARGILLA_LOCAL_AUTH_SECRET_KEY="$GATEWAY_SECRET_KEY" \
+  NO_COLOR=1 \
+  "$GATEWAY_BIN"
+wait_http gateway "$GATEWAY_URL/healthz" 30
+cd "$ROOT"
+
+# ---------------------------------------------------------------- scenarios
+export E2E_FIXTURE=$RUN/fixture.json
+export E2E_ARTIFACTS_DIR=$ARTIFACTS
+set +e
+say "scenarios 1-3: Python client (pytest)"
+PYTHONDONTWRITEBYTECODE=1 timeout 900 "$CLIENT_PY" -m pytest "$HERE/scenarios" \
+  -c "$HERE/pytest.ini" -v -rfE --junitxml="$RUN/pytest.xml" </dev/null
+PYTEST_RC=$?
+say "scenario 4: web app in headless Chromium"
+E2E_NODE_MODULES=$NODE_DIR/node_modules E2E_CHROMIUM=$CHROMIUM E2E_RESULT=$RUN/browser.json \
+  timeout 300 node "$HERE/browser.cjs" </dev/null
+BROWSER_RC=$?
+set -e
+
+stop_all
+say "screenshots and artifacts: $ARTIFACTS"
+say "logs: $LOGS"
+SUMMARY=$("$CLIENT_PY" - "$RUN/pytest.xml" "$PYTEST_RC" "$RUN/browser.json" "$BROWSER_RC" <<'EOF'
+import json, sys, xml.etree.ElementTree as ET
+junit, pytest_rc, browser, browser_rc = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+passed = failed = 0
+try:
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        # a skipped scenario counts as failed: this suite never skips
+        if any(child.tag in ("failure", "error", "skipped") for child in case):
+            failed += 1
+        else:
+            passed += 1
+except (OSError, ET.ParseError):
+    pass
+if pytest_rc != 0 and failed == 0:
+    failed += 1  # pytest itself failed (collected nothing, crashed, timed out)
+try:
+    with open(browser) as f:
+        result = json.load(f)
+    passed += result["passed"]
+    failed += result["failed"]
+except (OSError, ValueError, KeyError):
+    result = None
+if browser_rc != 0 and (result is None or result["failed"] == 0):
+    failed += 1  # the browser script crashed or timed out
+print(passed, failed)
+EOF
+)
+read -r PASSED FAILED <<<"$SUMMARY"
+SUMMARY_PRINTED=1
+say "took $(($(date +%s) - STARTED))s"
+echo "e2e: $PASSED passed, $FAILED failed"
+((FAILED == 0 && PASSED > 0))
