@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Profiles the gateway's hot path under the benchmark's load (run bench/run.sh once first: it
+# installs the tools and writes the users file and configs this reuses from bench/out/work).
+#
+#   bench/profile.sh [key|basic|bearer] [seconds]
+#
+# Builds a release binary with line-table debug info into bench/out/target-prof (your normal
+# target/ is untouched), starts the upstream nginx and that gateway on CPU 0, drives it with
+# wrk on CPU 1, and prints: CPU µs per request of the gateway and of the upstream (from
+# /proc/PID/stat), context switches per request, and perf's flat and inclusive top functions
+# (perf record -e cpu-clock --call-graph dwarf). Output also in bench/out/profile-*.txt.
+set -euo pipefail
+MODE=${1:-key}
+SECS=${2:-8}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+OUT=$HERE/out
+WORK=$OUT/work
+PROF=$OUT/prof
+BASE_PORT=${BASE_PORT:-18180}
+UP_PORT=$((BASE_PORT + 1)) GW_PORT=$((BASE_PORT + 4))
+ROUTE='/api/datasets/bench-ds?workspace=team-a'
+[ -f "$WORK/upstream.conf" ] || { echo "run bench/run.sh first" >&2; exit 1; }
+command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null; }
+
+(cd "$ROOT" && CARGO_TARGET_DIR="$OUT/target-prof" CARGO_PROFILE_RELEASE_DEBUG=1 \
+    cargo build --release --quiet)
+GW=$OUT/target-prof/release/argilla-gateway
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+rm -rf "$PROF" && mkdir -p "$PROF/tmp"
+sed -e "s#$WORK/upstream#$PROF/upstream#g" -e "s#127.0.0.1:[0-9]*;#127.0.0.1:$UP_PORT;#" \
+    -e "s#$WORK/tmp#$PROF/tmp#g" "$WORK/upstream.conf" >"$PROF/upstream.conf"
+taskset -c 0 "$(command -v nginx || echo /usr/sbin/nginx)" -e "$PROF/upstream.err" -p "$PROF" \
+    -c "$PROF/upstream.conf" -g 'daemon off;' >"$PROF/upstream.log" 2>&1 &
+PIDS+=($!)
+NGX=$!
+env -i PATH="$PATH" HOME="$PROF" RUST_LOG=warn \
+    ARGILLA_GATEWAY_LISTEN="127.0.0.1:$GW_PORT" ARGILLA_GATEWAY_UPSTREAM_URL="http://127.0.0.1:$UP_PORT" \
+    ARGILLA_GATEWAY_UPSTREAM_API_KEY=bench-upstream-service-key \
+    ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$(ls "$WORK"/users-*.yml | sort -V | head -1)" \
+    ARGILLA_LOCAL_AUTH_SECRET_KEY=bench-secret-key-0123456789abcdef \
+    taskset -c 0 "$GW" >"$PROF/gw.log" 2>&1 &
+PIDS+=($!)
+GWPID=$!
+sleep 1.5
+case $MODE in
+key) HDR="X-Argilla-Api-Key: bench-key-0123456789abcdef0123456789ab" ;;
+basic) HDR="Authorization: Basic $(printf 'bench-basic:basic-pass-1' | base64 -w0)" ;;
+bearer)
+    TOKEN=$(curl -sf -X POST -d username=bench-token -d password=token-pass-1 \
+        "http://127.0.0.1:$GW_PORT/api/security/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    HDR="Authorization: Bearer $TOKEN" ;;
+*) echo "mode: key, basic or bearer" >&2; exit 2 ;;
+esac
+URL="http://127.0.0.1:$GW_PORT$ROUTE"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$HDR" "$URL")" = 200 ] || { echo "not 200" >&2; exit 1; }
+taskset -c 1 wrk -t1 -c64 -d2s -H "$HDR" "$URL" >/dev/null # warm-up
+
+ticks() { # utime+stime of a process and its children (nginx workers), in clock ticks
+    local t=0 p
+    for p in "$@" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo $t
+}
+csw() { awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$1"/task/*/status; }
+HZ=$(getconf CLK_TCK)
+g0=$(ticks $GWPID) n0=$(ticks $NGX) c0=$(csw $GWPID)
+taskset -c 1 wrk -t1 -c64 -d"${SECS}s" --latency -s "$HERE/report.lua" -H "$HDR" "$URL" | tail -1 >"$PROF/wrk.json"
+g1=$(ticks $GWPID) n1=$(ticks $NGX) c1=$(csw $GWPID)
+REPORT=$OUT/profile-$MODE.txt
+python3 - "$PROF/wrk.json" $((g1 - g0)) $((n1 - n0)) $((c1 - c0)) "$HZ" >"$REPORT" <<'EOF'
+import json, sys
+w = json.load(open(sys.argv[1]))
+g, n, c, hz = (int(x) for x in sys.argv[2:6])
+r = w["requests"]
+print(f"{w['rps']:.0f} req/s, p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms, {r} requests")
+print(f"gateway CPU per request: {g / hz / r * 1e6:.1f} µs; upstream nginx: {n / hz / r * 1e6:.1f} µs; "
+      f"gateway context switches per request: {c / r:.2f}")
+EOF
+perf record -q -e cpu-clock -F 4999 --call-graph dwarf,16384 -p $GWPID -o "$PROF/perf.data" -- sleep 4 \
+    >/dev/null 2>&1 &
+PERF=$!
+PIDS+=($PERF)
+taskset -c 1 wrk -t1 -c64 -d5s -H "$HDR" "$URL" >/dev/null
+wait $PERF || true
+{
+    echo
+    echo "== self time (flat), top 40 =="
+    perf report -i "$PROF/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.7 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | head -40
+    echo
+    echo "== inclusive time (children), top 60 =="
+    perf report -i "$PROF/perf.data" --children --sort symbol --stdio -g none --percent-limit 2 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | head -60
+} >>"$REPORT"
+cat "$REPORT"

@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Throughput/latency benchmark of argilla-gateway against nginx and Caddy on loopback.
+# See bench/README.md. Usage: bench/run.sh   (knobs: the variables below, from the environment)
+#
+# CPU 0: the upstream nginx and the proxy under test.  CPU 1: wrk -t1 (and the attacker).
+# Every process this script starts is killed by PID on exit; all traffic goes to 127.0.0.1.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}              # interleaved rounds; the table shows medians
+DURATION=${DURATION:-7}          # seconds per measurement
+CONNECTIONS=${CONNECTIONS:-64}   # wrk connections (one thread)
+ATTACK_RATE=${ATTACK_RATE:-200}  # wrong-password Basic requests per second
+USERS=${USERS:-10000}            # users in the file every proxy serves
+BIG_USERS=${BIG_USERS:-100000}   # users in the file whose load time is measured
+BASE_PORT=${BASE_PORT:-18080}    # ports BASE_PORT+1 .. BASE_PORT+6 on 127.0.0.1
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+OUT=$HERE/out
+WORK=$OUT/work
+GW=${GATEWAY_BIN:-$ROOT/target/release/argilla-gateway}
+UP_KEY=bench-upstream-service-key
+SECRET=bench-secret-key-0123456789abcdef
+ROUTE='/api/datasets/bench-ds?workspace=team-a'
+
+UP_PORT=$((BASE_PORT + 1)) NGX_PORT=$((BASE_PORT + 2)) CADDY_PORT=$((BASE_PORT + 3))
+GW_PORT=$((BASE_PORT + 4)) GW_ATT_PORT=$((BASE_PORT + 5)) GW_OPEN_PORT=$((BASE_PORT + 6))
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- packages (only when missing)
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v caddy >/dev/null || need+=(caddy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v hyperfine >/dev/null || need+=(hyperfine)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v ps >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    [ "$(id -u)" = 0 ] || die "run as root to install ${need[*]}, or install them first"
+    # Keep the packages' init scripts from starting a system nginx on port 80.
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (proxy on $PROXY_CPU, load on $LOAD_CPU)"
+
+# ---------------------------------------------------------------- build
+if [ -z "${GATEWAY_BIN:-}" ]; then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
+fi
+[ -x "$GW" ] || die "no gateway binary at $GW"
+
+# ---------------------------------------------------------------- processes (killed on exit)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for port in $UP_PORT $NGX_PORT $CADDY_PORT $GW_PORT $GW_ATT_PORT $GW_OPEN_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port is in use; set BASE_PORT"
+    fi
+done
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+rm -rf "$WORK"
+mkdir -p "$WORK/tmp" "$WORK/caddy"
+cd "$WORK"
+
+# ---------------------------------------------------------------- users files
+log "generating users files ($USERS and $BIG_USERS users)"
+{
+    # cost 10 for the users whose passwords are verified (bench-basic, bench-token, victim)
+    for pw in basic-pass-1 token-pass-1 victim-pass-1; do printf '%s' "$pw" | "$GW" hash-password --cost 10; done
+    # cost 4 for the bulk users, reused round-robin
+    for i in $(seq 1 16); do printf 'bulk-%s' "$i" | "$GW" hash-password --cost 4; done
+} >hashes.txt
+python3 "$HERE/gen_users.py" "$WORK" "$USERS" hashes.txt
+python3 "$HERE/gen_users.py" "$WORK" "$BIG_USERS" hashes.txt
+
+# ---------------------------------------------------------------- configs
+BODY='{"id":"5f3c1e2a-0000-4000-8000-000000000001","name":"bench-ds","task":"TextClassification","owner":"team-a","workspace":"team-a","tags":{},"metadata":{},"created_at":"2023-01-01T00:00:00","last_updated":"2023-01-01T00:00:00","created_by":"admin"}'
+nginx_common() { # $1: name
+    cat <<EOF
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+events { worker_connections 8192; }
+EOF
+}
+nginx_http_common() {
+    cat <<EOF
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/tmp/body; proxy_temp_path $WORK/tmp/proxy;
+    fastcgi_temp_path $WORK/tmp/fcgi; uwsgi_temp_path $WORK/tmp/uwsgi; scgi_temp_path $WORK/tmp/scgi;
+EOF
+}
+{
+    nginx_common upstream
+    echo "http {"
+    nginx_http_common
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        default_type application/json;
+        location / { return 200 '$BODY'; }
+    }
+}
+EOF
+} >upstream.conf
+{
+    nginx_common nginx-key
+    echo "http {"
+    nginx_http_common
+    cat <<EOF
+    map_hash_max_size 65536;
+    map_hash_bucket_size 128;
+    map \$http_x_argilla_api_key \$bench_user {
+        default "";
+        include $WORK/nginx-keys-$USERS.map;
+    }
+    upstream argilla {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location / {
+            if (\$bench_user = "") { return 401 '{"detail":"unauthenticated"}'; }
+            proxy_pass http://argilla;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "";
+            proxy_set_header X-Argilla-Api-Key "$UP_KEY";
+            proxy_set_header X-Forwarded-User \$bench_user;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+        }
+    }
+}
+EOF
+} >nginx-key.conf
+{
+    cat <<EOF
+{
+    admin off
+    auto_https off
+    storage file_system $WORK/caddy
+}
+http://127.0.0.1:$CADDY_PORT {
+    basicauth {
+EOF
+    cat "caddy-users-$USERS.txt"
+    cat <<EOF
+    }
+    reverse_proxy 127.0.0.1:$UP_PORT {
+        header_up -Authorization
+        header_up X-Argilla-Api-Key "$UP_KEY"
+        header_up X-Forwarded-User {http.auth.user.id}
+        transport http {
+            keepalive_idle_conns 64
+            keepalive_idle_conns_per_host 64
+        }
+    }
+}
+EOF
+} >Caddyfile
+
+# ---------------------------------------------------------------- start everything on PROXY_CPU
+wait_port() { # $1 port, $2 name, $3 pid
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$3" 2>/dev/null || die "$2 exited; see $WORK/$2.log"
+        sleep 0.1
+    done
+    die "$2 did not listen on $1 within 10 s; see $WORK/$2.log"
+}
+start_nginx() { # $1 name, $2 port
+    taskset -c "$PROXY_CPU" "$NGINX" -e "$WORK/$1.err" -p "$WORK" -c "$WORK/$1.conf" -g 'daemon off;' \
+        >"$WORK/$1.log" 2>&1 &
+    PIDS+=($!)
+    eval "${1//-/_}_PID=$!"
+    wait_port "$2" "$1" $!
+}
+start_gateway() { # $1 name, $2 port, $3 failures per address, $4 failures per username
+    env -i PATH="$PATH" HOME="$WORK" RUST_LOG=warn \
+        ARGILLA_GATEWAY_LISTEN="127.0.0.1:$2" \
+        ARGILLA_GATEWAY_UPSTREAM_URL="http://127.0.0.1:$UP_PORT" \
+        ARGILLA_GATEWAY_UPSTREAM_API_KEY="$UP_KEY" \
+        ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$WORK/users-$USERS.yml" \
+        ARGILLA_LOCAL_AUTH_SECRET_KEY="$SECRET" \
+        ARGILLA_GATEWAY_RATE_LIMIT_FAILURES_PER_ADDRESS="$3" \
+        ARGILLA_GATEWAY_RATE_LIMIT_FAILURES_PER_USERNAME="$4" \
+        taskset -c "$PROXY_CPU" "$GW" >"$WORK/$1.log" 2>&1 &
+    PIDS+=($!)
+    eval "${1//-/_}_PID=$!"
+    wait_port "$2" "$1" $!
+}
+log "starting upstream nginx, nginx peer, Caddy peer and three gateways on CPU $PROXY_CPU"
+start_nginx upstream "$UP_PORT"
+start_nginx nginx-key "$NGX_PORT"
+env -i PATH="$PATH" HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" \
+    taskset -c "$PROXY_CPU" caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 &
+PIDS+=($!)
+caddy_PID=$!
+wait_port "$CADDY_PORT" caddy $!
+start_gateway gw "$GW_PORT" 100 10                     # defaults
+start_gateway gw-att "$GW_ATT_PORT" 100 10             # defaults, attacked
+start_gateway gw-open "$GW_OPEN_PORT" 1000000000 1000000000 # limits raised: every attack runs bcrypt
+
+sleep 1
+RSS_START=$(awk '/VmRSS/ {print $2}' "/proc/$gw_PID/status") # users loaded, no traffic yet
+
+TOKEN=$(curl -sf -X POST --data-urlencode username=bench-token --data-urlencode password=token-pass-1 \
+    "http://127.0.0.1:$GW_PORT/api/security/token" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || die "login failed"
+KEY=bench-key-0123456789abcdef0123456789ab
+BASIC="Basic $(printf 'bench-basic:basic-pass-1' | base64 -w0)"
+
+# scenario name -> "port|header"
+declare -A SCEN=(
+    [upstream]="$UP_PORT|Accept: application/json"
+    [nginx-key]="$NGX_PORT|X-Argilla-Api-Key: $KEY"
+    [caddy-basic]="$CADDY_PORT|Authorization: $BASIC"
+    [gw-key]="$GW_PORT|X-Argilla-Api-Key: $KEY"
+    [gw-basic]="$GW_PORT|Authorization: $BASIC"
+    [gw-bearer]="$GW_PORT|Authorization: Bearer $TOKEN"
+    [gw-att-key]="$GW_ATT_PORT|X-Argilla-Api-Key: $KEY"
+    [gw-open-key]="$GW_OPEN_PORT|X-Argilla-Api-Key: $KEY"
+)
+# scenario -> PID of the proxy under test (nginx: the master; its worker is its child)
+declare -A PROXY_PID=(
+    [upstream]=$upstream_PID [nginx-key]=$nginx_key_PID [caddy-basic]=$caddy_PID
+    [gw-key]=$gw_PID [gw-basic]=$gw_PID [gw-bearer]=$gw_PID
+    [gw-att-key]=$gw_att_PID [gw-open-key]=$gw_open_PID
+)
+for s in "${!SCEN[@]}"; do
+    port=${SCEN[$s]%%|*} hdr=${SCEN[$s]#*|}
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "$hdr" "http://127.0.0.1:$port$ROUTE")
+    [ "$code" = 200 ] || die "$s answers $code, not 200"
+done
+
+# ---------------------------------------------------------------- measuring
+cpu_busy() { # percent busy of PROXY_CPU over 0.5 s
+    local a b
+    a=$(awk -v c="cpu$PROXY_CPU" '$1==c {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
+    sleep 0.5
+    b=$(awk -v c="cpu$PROXY_CPU" '$1==c {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        busy = y[1] - x[1]; all = busy + y[2] - x[2]; print (all > 0) ? int(100 * busy / all) : 0 }'
+}
+wait_idle() { # until PROXY_CPU is quiet (a bcrypt backlog drained, someone's build over), at most 120 s
+    local i
+    for i in $(seq 1 240); do
+        [ "$(cpu_busy)" -le 10 ] && return 0
+    done
+    log "warning: CPU $PROXY_CPU still busy after 120 s (other processes?); measuring anyway"
+}
+cpu0_ticks() { awk -v c="cpu$PROXY_CPU" '$1==c {print $2+$3+$4+$7+$8}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+family() { echo "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); }
+ticks() { # utime+stime of a process and its children, in clock ticks
+    local t=0 p
+    for p in $(family "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo $t
+}
+csw() { # voluntary + involuntary context switches of a process and its children
+    local p
+    for p in $(family "$1"); do cat /proc/"$p"/task/*/status; done | awk '/ctxt_switches/ {s += $2} END {print s}'
+}
+RAW=$WORK/raw.jsonl
+: >"$RAW"
+wrk_run() { # $1 scenario, $2 seconds -> JSON line on stdout
+    local port=${SCEN[$1]%%|*} hdr=${SCEN[$1]#*|}
+    timeout $(($2 + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$2s" --timeout 5s \
+        -s "$HERE/report.lua" -H "$hdr" "http://127.0.0.1:$port$ROUTE" | tail -n 1
+}
+measure() { # $1 round, $2 label, $3 scenario
+    wait_idle
+    local json pp=${PROXY_PID[$3]} t0 u0 c0 cost
+    t0=$(ticks "$pp") u0=$(ticks "$upstream_PID") c0=$(csw "$pp") k0=$(cpu0_ticks)
+    json=$(wrk_run "$3" "$DURATION")
+    # CPU time per request of the proxy and of the upstream, and the proxy's context switches
+    cost=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=max(d["requests"],1); hz=int(sys.argv[5])
+print("\"proxy_cpu_us\":%.2f,\"upstream_cpu_us\":%.2f,\"proxy_csw\":%.3f,\"foreign_pct\":%.1f" % (int(sys.argv[2])/hz/r*1e6, int(sys.argv[3])/hz/r*1e6, int(sys.argv[4])/r,
+    max(0.0, 100.0 * (1 - (int(sys.argv[2]) + (int(sys.argv[3]) if sys.argv[7] == "0" else 0)) / max(int(sys.argv[6]), 1)))))' \
+        "$json" $(($(ticks "$pp") - t0)) $(($(ticks "$upstream_PID") - u0)) $(($(csw "$pp") - c0)) "$HZ" \
+        $(($(cpu0_ticks) - k0)) "$([ "$pp" = "$upstream_PID" ] && echo 1 || echo 0)")
+    printf '{"round":%d,"scenario":"%s",%s,%s\n' "$1" "$2" "$cost" "${json#\{}" >>"$RAW"
+    log "round $1 $2: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f req/s p50 %.2f ms p99 %.2f ms non2xx %d" % (d["rps"], d["p50_ms"], d["p99_ms"], d["non2xx"]))' "$json")"
+}
+attacked() { # $1 round, $2 label, $3 scenario, $4 port: API-key load while ATTACK_RATE wrong passwords/s arrive
+    wait_idle
+    local ajson="$WORK/attack-$2-$1.json" json
+    # from 127.0.0.2: the attacker is another client address than the API-key users
+    timeout $((DURATION + 20)) taskset -c "$LOAD_CPU" python3 "$HERE/attack.py" 127.0.0.1 "$4" "$ROUTE" \
+        "$ATTACK_RATE" $((DURATION + 2)) victim wrong-password 127.0.0.2 >"$ajson" &
+    local apid=$!
+    PIDS+=($apid)
+    sleep 1
+    local pp=${PROXY_PID[$3]} t0 u0 c0 cost
+    t0=$(ticks "$pp") u0=$(ticks "$upstream_PID") c0=$(csw "$pp") k0=$(cpu0_ticks)
+    json=$(wrk_run "$3" "$DURATION")
+    cost=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=max(d["requests"],1); hz=int(sys.argv[5])
+print("\"proxy_cpu_us\":%.2f,\"upstream_cpu_us\":%.2f,\"proxy_csw\":%.3f,\"foreign_pct\":%.1f" % (int(sys.argv[2])/hz/r*1e6, int(sys.argv[3])/hz/r*1e6, int(sys.argv[4])/r,
+    max(0.0, 100.0 * (1 - (int(sys.argv[2]) + (int(sys.argv[3]) if sys.argv[7] == "0" else 0)) / max(int(sys.argv[6]), 1)))))' \
+        "$json" $(($(ticks "$pp") - t0)) $(($(ticks "$upstream_PID") - u0)) $(($(csw "$pp") - c0)) "$HZ" \
+        $(($(cpu0_ticks) - k0)) "$([ "$pp" = "$upstream_PID" ] && echo 1 || echo 0)")
+    wait $apid || true
+    printf '{"round":%d,"scenario":"%s","attack":%s,%s,%s\n' "$1" "$2" "$(cat "$ajson")" "$cost" "${json#\{}" >>"$RAW"
+    log "round $1 $2: $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f req/s p99 %.2f ms non2xx %d" % (d["rps"], d["p99_ms"], d["non2xx"]))' "$json") attack $(cat "$ajson")"
+}
+
+log "warm-up (2 s each)"
+for s in upstream nginx-key caddy-basic gw-key gw-basic gw-bearer gw-att-key gw-open-key; do
+    wrk_run "$s" 2 >/dev/null
+done
+sleep 1
+RSS_WARM=$(awk '/VmRSS/ {print $2}' "/proc/$gw_PID/status")
+
+ORDER=(upstream nginx-key caddy-basic gw-key gw-basic gw-bearer attack-default attack-raised)
+for round in $(seq 1 "$ROUNDS"); do
+    # rotate the order each round so no scenario always runs first or last
+    n=${#ORDER[@]}
+    for i in $(seq 0 $((n - 1))); do
+        s=${ORDER[$(((i + round - 1) % n))]}
+        case $s in
+        attack-default)
+            measure "$round" "gw-att-key-quiet" gw-att-key
+            attacked "$round" "gw-att-key-attacked" gw-att-key "$GW_ATT_PORT" ;;
+        attack-raised)
+            measure "$round" "gw-open-key-quiet" gw-open-key
+            attacked "$round" "gw-open-key-attacked" gw-open-key "$GW_OPEN_PORT" ;;
+        *) measure "$round" "$s" "$s" ;;
+        esac
+    done
+done
+wait_idle
+RSS_END=$(awk '/VmRSS/ {print $2}' "/proc/$gw_PID/status")
+HWM_END=$(awk '/VmHWM/ {print $2}' "/proc/$gw_PID/status")
+RSS_OPEN=$(awk '/VmRSS/ {print $2}' "/proc/$gw_open_PID/status")
+
+# ---------------------------------------------------------------- users file load time
+log "load time of a $BIG_USERS-user file (argilla-gateway check)"
+BIG=$WORK/users-$BIG_USERS.yml
+env ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$BIG" ARGILLA_LOCAL_AUTH_SECRET_KEY="$SECRET" \
+    "$GW" check >"$WORK/check.log" 2>&1 || die "check of the big file failed: $(tail -3 "$WORK/check.log")"
+ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$BIG" ARGILLA_LOCAL_AUTH_SECRET_KEY="$SECRET" \
+    taskset -c "$PROXY_CPU" hyperfine -N --warmup 1 --runs 10 --export-json "$WORK/load.json" \
+    "$GW check" >"$WORK/hyperfine.log" 2>&1 || die "hyperfine failed: $(tail -3 "$WORK/hyperfine.log")"
+
+# ---------------------------------------------------------------- report
+{
+    echo "nproc=$(nproc --all)"
+    echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "kernel=$(uname -r)"
+    echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "nginx=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+    echo "caddy=$(caddy version 2>&1 | head -1)"
+    echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $1" "$2}')"
+    echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
+    echo "gateway=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (+ uncommitted changes)')"
+    echo "rss_start_kb=$RSS_START"
+    echo "rss_warm_kb=$RSS_WARM"
+    echo "rss_end_kb=$RSS_END"
+    echo "hwm_end_kb=$HWM_END"
+    echo "rss_open_end_kb=$RSS_OPEN"
+    echo "users=$USERS"
+    echo "big_users=$BIG_USERS"
+    echo "rounds=$ROUNDS"
+    echo "duration=$DURATION"
+    echo "connections=$CONNECTIONS"
+    echo "attack_rate=$ATTACK_RATE"
+    echo "command=ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS ATTACK_RATE=$ATTACK_RATE USERS=$USERS BIG_USERS=$BIG_USERS bench/run.sh"
+} >"$WORK/meta.txt"
+python3 "$HERE/summarize.py" "$RAW" "$WORK/meta.txt" "$WORK/load.json" >"$OUT/results.md"
+cp "$RAW" "$OUT/raw.jsonl"
+cat "$OUT/results.md"
+log "done: $OUT/results.md (raw: $OUT/raw.jsonl, logs: $WORK)"

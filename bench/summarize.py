@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw measurements into the markdown report (stdout).
+
+Usage: summarize.py RAW.jsonl META.txt LOAD.json
+Every figure is the median over rounds; every ratio is the median of the per-round ratios
+(each round measures the gateway and its peer minutes apart at most).
+"""
+
+import json
+import sys
+from collections import defaultdict
+from statistics import median
+
+
+def main() -> None:
+    raw_path, meta_path, load_path = sys.argv[1:4]
+    rows = [json.loads(line) for line in open(raw_path) if line.strip()]
+    meta = dict(line.rstrip("\n").split("=", 1) for line in open(meta_path) if "=" in line)
+    load = json.load(open(load_path))["results"][0]
+
+    by = defaultdict(dict)  # scenario -> round -> row
+    for r in rows:
+        by[r["scenario"]][r["round"]] = r
+
+    def med(s, field):
+        return median(r[field] for r in by[s].values())
+
+    def ratio(s, peer, field):
+        rs = [by[s][k][field] / by[peer][k][field] for k in by[s] if k in by[peer] and by[peer][k][field]]
+        return median(rs) if rs else float("nan")
+
+    def errors(s):
+        return sum(r["non2xx"] + r["connect_err"] + r["read_err"] + r["write_err"] + r["timeouts"] for r in by[s].values())
+
+    out = []
+    w = out.append
+    w("## Results\n")
+    w(
+        f"{meta['rounds']} interleaved rounds × {meta['duration']} s per scenario, `wrk -t1 -c{meta['connections']}` "
+        f"on CPU 1; upstream nginx and the proxy under test share CPU 0. Route: "
+        f"`GET /api/datasets/bench-ds?workspace=team-a` (the gateway checks and rewrites the "
+        f"workspace); the upstream answers a fixed 250-byte JSON body. {meta['users']} users in "
+        "every proxy's user list. Medians over rounds; ratios are medians of per-round ratios to "
+        "**nginx + API-key map** measured in the same round. CPU µs/req: user+system CPU time of the "
+        "process (nginx: master and worker) divided by the requests served (/proc/PID/stat); "
+        "errors: non-2xx answers, socket errors and timeouts seen by wrk.\n"
+    )
+    w("| scenario | req/s | p50 ms | p99 ms | req/s ÷ nginx-key | p99 ÷ nginx-key | proxy CPU µs/req | upstream CPU µs/req | proxy ctx switches/req | errors |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = [
+        ("upstream", "upstream nginx alone (the limit)"),
+        ("nginx-key", "nginx: API-key `map` + proxy (peer for keys)"),
+        ("caddy-basic", "Caddy: `basicauth` (bcrypt, cached) + `reverse_proxy` (peer for Basic)"),
+        ("gw-key", "gateway: API key"),
+        ("gw-basic", "gateway: Basic, warm (bcrypt cost 10, cached)"),
+        ("gw-bearer", "gateway: gateway Bearer token (HS256)"),
+    ]
+    for s, label in names:
+        if s not in by:
+            continue
+        w(
+            f"| {label} | {med(s, 'rps'):,.0f} | {med(s, 'p50_ms'):.2f} | {med(s, 'p99_ms'):.2f} | "
+            f"{ratio(s, 'nginx-key', 'rps'):.2f} | {ratio(s, 'nginx-key', 'p99_ms'):.2f} | "
+            f"{med(s, 'proxy_cpu_us'):.1f} | {med(s, 'upstream_cpu_us') if s != 'upstream' else float('nan'):.1f} | "
+            f"{med(s, 'proxy_csw'):.2f} | {errors(s)} |"
+        )
+    foreign = [r.get("foreign_pct", 0.0) for r in rows]
+    if foreign:
+        w(
+            f"\nCPU 0 time not spent in the upstream or the proxy under test (other processes, "
+            f"interrupts): median {median(foreign):.1f}%, max {max(foreign):.1f}% of CPU 0's busy "
+            f"time per measurement ({sum(f > 15 for f in foreign)} of {len(foreign)} measurements above 15%)" + (" — **the machine was not quiet; distrust this run**" if max(foreign) > 15 else "") + "."
+        )
+    if "caddy-basic" in by and "gw-basic" in by:
+        w(
+            f"\nGateway Basic vs Caddy `basicauth`: req/s ×{ratio('gw-basic', 'caddy-basic', 'rps'):.2f}, "
+            f"p99 ×{ratio('gw-basic', 'caddy-basic', 'p99_ms'):.2f}. "
+            f"Gateway API key vs upstream alone: req/s ×{ratio('gw-key', 'upstream', 'rps'):.2f}."
+        )
+
+    w(f"\n### API-key users while {meta['attack_rate']} wrong-password Basic requests/s arrive\n")
+    w(
+        "Same `wrk` API-key load as above, on a separate gateway instance, measured quiet and then "
+        f"while `attack.py` (CPU 1, from 127.0.0.2) sends {meta['attack_rate']} req/s of "
+        "`victim:wrong-password` (victim's hash: bcrypt cost 10).\n"
+    )
+    w("| gateway limits | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | p99 ratio (worst round) | req/s ratio | attacker answers (all rounds) | attacker p50 / p99 ms |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    attack_ratios = {}
+    for inst, label in [
+        ("gw-att-key", "defaults (100/address, 10/username): attacker gets 429 before bcrypt"),
+        ("gw-open-key", "raised to 10⁹: every wrong password runs bcrypt"),
+    ]:
+        q, a = f"{inst}-quiet", f"{inst}-attacked"
+        if q not in by or a not in by:
+            continue
+        p99r = ratio(a, q, "p99_ms")
+        worst = max(by[a][k]["p99_ms"] / by[q][k]["p99_ms"] for k in by[a] if k in by[q])
+        attack_ratios[inst] = p99r
+        counts = defaultdict(int)
+        for r in by[a].values():
+            for k, v in r["attack"].items():
+                if isinstance(v, int) and k not in ("opened",):
+                    counts[k] += v
+        answers = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v)
+        ap50 = median(r["attack"]["p50_ms"] or 0 for r in by[a].values())
+        ap99 = median(r["attack"]["p99_ms"] or 0 for r in by[a].values())
+        w(
+            f"| {label} | {med(q, 'rps'):,.0f} | {med(q, 'p99_ms'):.2f} | {med(a, 'rps'):,.0f} | "
+            f"{med(a, 'p99_ms'):.2f} | {p99r:.2f} ({worst:.1f}) | {ratio(a, q, 'rps'):.2f} | {answers} | {ap50:.0f} / {ap99:.0f} |"
+        )
+
+    rss_mb = int(meta["rss_warm_kb"]) / 1024
+    rss_end_mb = int(meta["rss_end_kb"]) / 1024
+    hwm_mb = int(meta["hwm_end_kb"]) / 1024
+    load_med = load["median"]
+    w("\n### Memory and users-file load\n")
+    w(
+        f"- Resident size (VmRSS) of the gateway with the {meta['users']}-user file: "
+        f"{int(meta['rss_start_kb']) / 1024:.1f} MB loaded and idle, {rss_mb:.1f} MB after "
+        f"warm-up, {rss_end_mb:.1f} MB after all rounds (peak VmHWM {hwm_mb:.1f} MB; the raised-limits "
+        f"instance after its bcrypt backlog: {int(meta['rss_open_end_kb']) / 1024:.1f} MB)."
+    )
+    w(
+        f"- `argilla-gateway check` of a {meta['big_users']}-user file (parse + validate, as `serve` loads "
+        f"it; whole process): median {load_med * 1e3:.0f} ms, min {load['min'] * 1e3:.0f} ms, "
+        f"max {load['max'] * 1e3:.0f} ms over {len(load['times'])} runs (hyperfine, CPU 0)."
+    )
+
+    w("\n### Targets\n")
+    w("| target | measured | verdict |")
+    w("|---|---|---|")
+
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+
+    k_rps, k_p99 = ratio("gw-key", "nginx-key", "rps"), ratio("gw-key", "nginx-key", "p99_ms")
+    w(f"| API key ≥ 1.25× nginx req/s | {k_rps:.2f}× | {verdict(k_rps >= 1.25)} |")
+    w(f"| API key p99 ≤ nginx p99 | {k_p99:.2f}× | {verdict(k_p99 <= 1.0)} |")
+    for s, label in [("gw-basic", "Basic (warm)"), ("gw-bearer", "Bearer")]:
+        r = ratio(s, "nginx-key", "rps")
+        w(f"| {label} ≥ 1.0× nginx API-key req/s | {r:.2f}× | {verdict(r >= 1.0)} |")
+    if "gw-att-key" in attack_ratios:
+        r = attack_ratios["gw-att-key"]
+        w(f"| {meta['attack_rate']} wrong passwords/s, default limits: API-key p99 rises ≤ 2× | {r:.2f}× | {verdict(r <= 2.0)} |")
+    if "gw-open-key" in attack_ratios:
+        r = attack_ratios["gw-open-key"]
+        w(f"| {meta['attack_rate']} wrong passwords/s, limits raised (bcrypt runs): API-key p99 rises ≤ 2× | {r:.2f}× | {verdict(r <= 2.0)} |")
+    peak = max(rss_mb, rss_end_mb)
+    w(f"| RSS ≤ 30 MB with {meta['users']} users | {peak:.1f} MB | {verdict(peak <= 30)} |")
+    w(f"| {meta['big_users']}-user file loads in ≤ 1 s | {load_med:.2f} s | {verdict(load_med <= 1.0)} |")
+
+    w("\n### Machine\n")
+    w(
+        f"{meta['nproc']} CPUs ({meta['cpu']}), kernel {meta['kernel']}, {meta['os']}; "
+        f"nginx {meta['nginx']}, Caddy {meta['caddy']}, {meta['wrk']}, {meta['rustc']}; "
+        f"gateway {meta['gateway']}.\n"
+    )
+    w(f"Command: `{meta['command']}`")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
