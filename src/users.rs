@@ -545,6 +545,8 @@ pub struct Users {
     /// The last failure: the digest of the content that failed (`None` when nothing could be
     /// read) and its message, so that a poll finding the same problem again says nothing new.
     last_failure: std::sync::Mutex<Option<(Option<Digest32>, String)>>,
+    /// Called on the loading thread after a reload applied or refused a file.
+    after_apply: Option<fn()>,
 }
 
 impl Users {
@@ -575,7 +577,17 @@ impl Users {
             current: ArcSwap::from_pointee(store),
             reloads: watch::Sender::new(status),
             last_failure: std::sync::Mutex::new(None),
+            after_apply: None,
         }
+    }
+
+    /// Runs `hook` on the loading thread each time a reload has applied or refused a file (not
+    /// when the content was unchanged or failed the same way again). The binary uses it to hand the parser's working memory back
+    /// to the system at once.
+    #[must_use]
+    pub fn after_apply(mut self, hook: fn()) -> Self {
+        self.after_apply = Some(hook);
+        self
     }
 
     /// The store as of now: an owned `Arc`, safe to hold across `.await`.
@@ -675,6 +687,9 @@ impl Users {
                 }
             }
         });
+        if let (Ok(ReloadOutcome::Applied) | Err(_), Some(hook)) = (&outcome, self.after_apply) {
+            hook();
+        }
         outcome
     }
 }
@@ -1129,12 +1144,16 @@ mod tests {
 
     #[test]
     fn reload_keeps_the_last_good_store_and_skips_unchanged_content() {
+        static HOOK_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.yml");
         let good =
             "- username: a\n  hashed_password: HASH\n  api_key: k1\n".replace("HASH", hash());
         std::fs::write(&path, &good).unwrap();
-        let users = Users::from_store(Some(path.clone()), UserStore::load(&path).unwrap());
+        let users = Users::from_store(Some(path.clone()), UserStore::load(&path).unwrap())
+            .after_apply(|| {
+                HOOK_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
         assert_eq!(users.reload().unwrap(), ReloadOutcome::Unchanged);
         std::fs::write(&path, "- username: [broken\n").unwrap();
         assert!(users.reload().is_err());
@@ -1162,5 +1181,10 @@ mod tests {
             (6, 1, 3, 2)
         );
         assert!(status.last_error.is_none());
+        assert_eq!(
+            HOOK_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "after the refused file, the missing file and the applied one; not when unchanged"
+        );
     }
 }
