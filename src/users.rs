@@ -109,6 +109,8 @@ pub struct User {
     pub(crate) api_key: String,
     /// A digest of the password hash: tokens carry it, so a password change ends them.
     pub password_fingerprint: Digest32,
+    /// The user's position in the file (0-based), for messages about later duplicates.
+    entry_index: usize,
 }
 
 impl std::fmt::Debug for User {
@@ -319,45 +321,40 @@ impl UserStore {
     }
 
     fn build(entries: Vec<(Entry, Option<usize>)>, origin: Origin) -> Result<Self, Vec<String>> {
+        // Where an entry is, for messages: formatted only when something is wrong.
+        let place_of = |index: usize, line: Option<usize>, username: &str| match line {
+            Some(line) => format!("line {line}, user #{} ({username:?})", index + 1),
+            None => format!("user #{} ({username:?})", index + 1),
+        };
+        let lines: Vec<Option<usize>> = entries.iter().map(|(_, line)| *line).collect();
         let mut problems = Vec::new();
-        let mut by_name: HashMap<String, (Arc<User>, String)> = HashMap::new();
-        let mut by_key: HashMap<Digest32, (Arc<User>, String)> = HashMap::new();
+        let mut by_name: HashMap<String, Arc<User>> = HashMap::with_capacity(entries.len());
+        let mut by_key: HashMap<Digest32, Arc<User>> = HashMap::with_capacity(entries.len());
         let mut all_workspaces = BTreeSet::new();
         let mut costs: HashMap<u32, usize> = HashMap::new();
         for (index, (entry, line)) in entries.into_iter().enumerate() {
-            let place = match line {
-                Some(line) => format!("line {line}, user #{} ({:?})", index + 1, entry.username),
-                None => format!("user #{} ({:?})", index + 1, entry.username),
-            };
+            let place = || place_of(index, line, &entry.username);
             let before = problems.len();
-            if !is_valid_username(&entry.username) {
-                problems.push(format!("{place}: username must be {USERNAME_RULE}"));
-            }
-            match check_bcrypt_hash(&entry.hashed_password) {
-                Ok(cost) => *costs.entry(cost).or_default() += 1,
-                Err(why) => problems.push(format!("{place}: {why}")),
-            }
-            if entry.api_key.is_empty() || http::HeaderValue::from_str(&entry.api_key).is_err() {
-                problems.push(format!(
-                    "{place}: api_key must be a non-empty string of printable characters"
-                ));
-            }
-            if let Some(email) = &entry.email {
-                let valid = email.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace)
-                });
-                if !valid {
-                    problems.push(format!("{place}: email is not an e-mail address"));
-                }
-            }
-            for workspace in entry.workspaces.iter().flatten() {
-                if !is_valid_workspace(workspace) {
-                    problems.push(format!(
-                        "{place}: workspace {workspace:?} must be {WORKSPACE_RULE}"
-                    ));
-                }
-            }
+            check_entry(&entry, &place, &mut problems, &mut costs);
             if problems.len() > before {
+                continue;
+            }
+            if let Some(first) = by_name.get(&entry.username) {
+                let first = first.entry_index;
+                problems.push(format!(
+                    "{}: duplicate username, also at {}",
+                    place(),
+                    place_of(first, lines[first], &entry.username)
+                ));
+                continue;
+            }
+            let key = key_digest(&entry.api_key);
+            if let Some(first) = by_key.get(&key) {
+                problems.push(format!(
+                    "{}: duplicate api_key, the same key as {} (keys must be unique)",
+                    place(),
+                    place_of(first.entry_index, lines[first.entry_index], &first.username)
+                ));
                 continue;
             }
             let superuser = entry.superuser.unwrap_or(entry.workspaces.is_none());
@@ -370,7 +367,11 @@ impl UserStore {
             if !workspaces.contains(&entry.username) {
                 workspaces.push(entry.username.clone());
             }
-            all_workspaces.extend(workspaces.iter().cloned());
+            for workspace in &workspaces {
+                if !all_workspaces.contains(workspace) {
+                    all_workspaces.insert(workspace.clone());
+                }
+            }
             let user = Arc::new(User {
                 password_fingerprint: Sha256::digest(entry.hashed_password.as_bytes()).into(),
                 username: entry.username,
@@ -381,23 +382,10 @@ impl UserStore {
                 workspaces,
                 hashed_password: entry.hashed_password,
                 api_key: entry.api_key,
+                entry_index: index,
             });
-            if let Some((_, first)) = by_name.get(&user.username) {
-                problems.push(format!("{place}: duplicate username, also at {first}"));
-                continue;
-            }
-            match by_key.get(&key_digest(&user.api_key)) {
-                Some((_, first)) => {
-                    problems.push(format!(
-                        "{place}: duplicate api_key, the same key as {first} (keys must be unique)"
-                    ));
-                    continue;
-                }
-                None => {
-                    by_key.insert(key_digest(&user.api_key), (user.clone(), place.clone()));
-                }
-            }
-            by_name.insert(user.username.clone(), (user, place));
+            by_key.insert(key, user.clone());
+            by_name.insert(user.username.clone(), user);
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -407,8 +395,8 @@ impl UserStore {
             .max_by_key(|&(cost, count)| (count, cost))
             .map_or(12, |(cost, _)| cost);
         Ok(Self {
-            by_name: by_name.into_iter().map(|(k, (u, _))| (k, u)).collect(),
-            by_key: by_key.into_iter().map(|(k, (u, _))| (k, u)).collect(),
+            by_name,
+            by_key,
             all_workspaces,
             typical_cost,
             origin,
@@ -480,6 +468,45 @@ impl UserStore {
         match &self.origin {
             Origin::File { digest, .. } => Some(digest),
             Origin::Default => None,
+        }
+    }
+}
+
+/// Checks one entry on its own (names, hash, key, e-mail, workspaces), adding what is wrong to
+/// `problems` and counting its bcrypt cost.
+fn check_entry(
+    entry: &Entry,
+    place: &dyn Fn() -> String,
+    problems: &mut Vec<String>,
+    costs: &mut HashMap<u32, usize>,
+) {
+    if !is_valid_username(&entry.username) {
+        problems.push(format!("{}: username must be {USERNAME_RULE}", place()));
+    }
+    match check_bcrypt_hash(&entry.hashed_password) {
+        Ok(cost) => *costs.entry(cost).or_default() += 1,
+        Err(why) => problems.push(format!("{}: {why}", place())),
+    }
+    if entry.api_key.is_empty() || http::HeaderValue::from_str(&entry.api_key).is_err() {
+        problems.push(format!(
+            "{}: api_key must be a non-empty string of printable characters",
+            place()
+        ));
+    }
+    if let Some(email) = &entry.email {
+        let valid = email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace)
+        });
+        if !valid {
+            problems.push(format!("{}: email is not an e-mail address", place()));
+        }
+    }
+    for workspace in entry.workspaces.iter().flatten() {
+        if !is_valid_workspace(workspace) {
+            problems.push(format!(
+                "{}: workspace {workspace:?} must be {WORKSPACE_RULE}",
+                place()
+            ));
         }
     }
 }
@@ -697,14 +724,13 @@ impl Users {
 /// Renders a summary of a store for `check` and the start-up log: counts, never secrets.
 #[must_use]
 pub fn describe(store: &UserStore) -> String {
-    let mut names: Vec<&Arc<User>> = store.users().collect();
-    names.sort_by(|a, b| a.username.cmp(&b.username));
-    let superusers: Vec<&str> = names
-        .iter()
+    let mut superusers: Vec<&str> = store
+        .users()
         .filter(|u| u.superuser)
         .map(|u| u.username.as_str())
         .collect();
-    let disabled = names.iter().filter(|u| u.is_disabled()).count();
+    superusers.sort_unstable();
+    let disabled = store.users().filter(|u| u.is_disabled()).count();
     let mut out = format!(
         "{} users ({} superusers, {} disabled), {} workspaces",
         store.len(),
@@ -712,17 +738,25 @@ pub fn describe(store: &UserStore) -> String {
         disabled,
         store.all_workspaces().len()
     );
-    let _ = write!(out, "\nsuperusers: {}", superusers.join(", "));
+    let _ = write!(out, "\nsuperusers: {}", capped(superusers.iter().copied()));
     let _ = write!(
         out,
         "\nworkspaces: {}",
-        store
-            .all_workspaces()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
+        capped(store.all_workspaces().iter().map(String::as_str))
     );
+    out
+}
+
+/// How many names a summary lists before it only counts.
+const SUMMARY_NAMES: usize = 50;
+
+/// The first [`SUMMARY_NAMES`] names, comma-separated, and how many more there are.
+fn capped<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = names.len();
+    let mut out = names.take(SUMMARY_NAMES).collect::<Vec<_>>().join(", ");
+    if total > SUMMARY_NAMES {
+        let _ = write!(out, ", … and {} more", total - SUMMARY_NAMES);
+    }
     out
 }
 
@@ -1043,6 +1077,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(!message.contains("s3cr3t-key"), "{message}");
+    }
+
+    #[test]
+    fn summary_lists_a_bounded_number_of_names_and_counts_the_rest() {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for i in 0..120 {
+            let workspaces = if i < 3 { "" } else { "\n  workspaces: []" };
+            let _ = write!(
+                text,
+                "- username: u{i:03}\n  hashed_password: HASH\n  api_key: key-{i}{workspaces}\n"
+            );
+        }
+        let store = UserStore::parse(
+            Path::new("users.yml"),
+            text.replace("HASH", hash()).as_bytes(),
+        )
+        .unwrap();
+        let summary = describe(&store);
+        assert!(
+            summary.starts_with("120 users (3 superusers, 0 disabled), 120 workspaces"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("\nsuperusers: u000, u001, u002\n"),
+            "{summary}"
+        );
+        let workspaces = summary.lines().last().unwrap();
+        assert!(
+            workspaces.starts_with("workspaces: u000, u001, "),
+            "{workspaces}"
+        );
+        assert!(
+            workspaces.ends_with(", u049, … and 70 more"),
+            "{workspaces}"
+        );
+        assert!(!summary.contains("key-"), "no key in a summary");
     }
 
     #[test]
