@@ -4,7 +4,8 @@
 //! gateway issues and checks these tokens itself and never forwards them.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -28,7 +29,22 @@ pub struct Tokens {
     decoding: DecodingKey,
     validation: Validation,
     lifetime: Duration,
+    /// Tokens whose signature and claims were checked, by their exact text: the web app sends
+    /// the same token on every call, and its signature check and JSON parse cost more than the
+    /// rest of the request's authentication. Expiry and the user's current password hash are
+    /// still checked on every request.
+    verified: RwLock<HashMap<Box<str>, Checked>>,
 }
+
+/// What a verified token says.
+struct Checked {
+    sub: String,
+    exp: u64,
+    fpr: String,
+}
+
+/// Most verified tokens remembered; past it the memory starts again empty.
+const VERIFIED_CAPACITY: usize = 4096;
 
 fn fingerprint(user: &User) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&user.password_fingerprint[..16])
@@ -57,6 +73,7 @@ impl Tokens {
             decoding: DecodingKey::from_secret(&secret),
             validation,
             lifetime,
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -87,9 +104,39 @@ impl Tokens {
     /// user still in the file with the same password hash.
     #[must_use]
     pub fn verify(&self, store: &UserStore, token: &str) -> Option<Arc<User>> {
+        let now = now_secs();
+        {
+            let verified = self
+                .verified
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Strictly before `exp`; at or past it the full check below decides.
+            if let Some(checked) = verified.get(token).filter(|c| now < c.exp) {
+                let user = store.by_name(&checked.sub)?;
+                return (checked.fpr == fingerprint(user)).then(|| user.clone());
+            }
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let user = store.by_name(&data.claims.sub)?;
-        (data.claims.fpr == fingerprint(user)).then(|| user.clone())
+        let valid = data.claims.fpr == fingerprint(user);
+        if valid && now < data.claims.exp {
+            let mut verified = self
+                .verified
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(
+                token.into(),
+                Checked {
+                    sub: data.claims.sub,
+                    exp: data.claims.exp,
+                    fpr: data.claims.fpr,
+                },
+            );
+        }
+        valid.then(|| user.clone())
     }
 }
 
@@ -219,7 +266,73 @@ mod tests {
         let rehashed = self::tests::store(&bcrypt::hash("pw", 4).unwrap());
         assert!(
             tokens.verify(&rehashed, &good).is_none(),
-            "password changed"
+            "password changed after the token was remembered"
         );
+    }
+
+    #[test]
+    fn a_remembered_token_follows_the_current_users() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let store = self::tests::store(&hash);
+        let tokens = Tokens::new(None, Duration::from_secs(600));
+        let token = tokens.issue(store.by_name("alice").unwrap());
+        assert!(tokens.verify(&store, &token).is_some());
+        let removed = UserStore::parse(
+            Path::new("u.yml"),
+            format!("- username: bob\n  hashed_password: '{hash}'\n  api_key: k\n").as_bytes(),
+        )
+        .unwrap();
+        assert!(tokens.verify(&removed, &token).is_none(), "user removed");
+        let disabled = UserStore::parse(
+            Path::new("u.yml"),
+            format!(
+                "- username: alice\n  hashed_password: '{hash}'\n  api_key: k\n  disabled: true\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let user = tokens.verify(&disabled, &token);
+        assert!(
+            user.is_some_and(|u| u.is_disabled()),
+            "the token names the user; refusing disabled users is the caller's check"
+        );
+        assert!(tokens.verify(&store, &token).is_some(), "back again");
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let store = self::tests::store(&bcrypt::hash("pw", 4).unwrap());
+        let user = store.by_name("alice").unwrap();
+        let tokens = Tokens::new(None, Duration::from_secs(1));
+        let token = tokens.issue(user);
+        assert!(tokens.verify(&store, &token).is_some());
+        assert!(tokens.verify(&store, &token).is_some(), "remembered");
+        let exp = now_secs() + 1;
+        // `exp` is in whole seconds: wait until it has certainly passed.
+        while now_secs() <= exp {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(tokens.verify(&store, &token).is_none(), "expired");
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded() {
+        let store = self::tests::store(&bcrypt::hash("pw", 4).unwrap());
+        let user = store.by_name("alice").unwrap();
+        let tokens = Tokens::new(None, Duration::from_secs(600));
+        let mut claims = Claims {
+            sub: user.username.clone(),
+            iat: now_secs(),
+            exp: now_secs() + 600,
+            fpr: fingerprint(user),
+        };
+        for i in 0..VERIFIED_CAPACITY + 10 {
+            claims.iat = i as u64;
+            let token =
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding)
+                    .unwrap();
+            assert!(tokens.verify(&store, &token).is_some());
+            assert!(tokens.verified.read().unwrap().len() <= VERIFIED_CAPACITY);
+        }
     }
 }
