@@ -15,7 +15,7 @@ use std::{
 use crate::users::ReloadStatus;
 
 /// Route classes, as `route` label values.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "public",
     "health",
     "login",
@@ -28,6 +28,7 @@ pub const ROUTES: [&str; 14] = [
     "settings_delete",
     "dataset",
     "v1",
+    "status",
     "other",
     "invalid",
 ];

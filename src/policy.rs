@@ -143,7 +143,20 @@ pub fn authorize(
             }
             named.map(check).transpose()?
         }
-        Api::Other => named.map(check).transpose()?,
+        Api::ServerStatus => named.map(check).transpose()?,
+        Api::Other => {
+            let workspace = named.map(check).transpose()?;
+            if mode == Mode::Service && !user.superuser {
+                return Err(Reject::Forbidden(
+                    "This /api route is not one of Argilla 1.5's that the gateway knows; in \
+                     service mode it would reach the upstream as a superuser, so it is for \
+                     superusers only (passthrough mode gives every user their own upstream \
+                     identity)"
+                        .into(),
+                ));
+            }
+            workspace
+        }
     };
     Ok(Decision {
         query: rewrite_query(request.query, workspace.as_deref()),
@@ -1173,20 +1186,51 @@ mod tests {
             )
             .passthrough(),
             case(
-                "unknown route without workspace",
+                "unknown route without workspace, passthrough",
                 "alice",
                 Other,
                 Some("a=1"),
                 Query(Some("a=1")),
-            ),
+            )
+            .passthrough(),
             case(
-                "unknown route with workspace",
+                "unknown route with workspace, passthrough",
                 "alice",
                 Other,
                 None,
                 Query(Some("workspace=team-a")),
             )
+            .headers(&[("x-rubrix-workspace", "team-a")])
+            .passthrough(),
+            case(
+                "unknown route, non-superuser, service",
+                "alice",
+                Other,
+                Some("a=1"),
+                Status(403),
+            ),
+            case(
+                "unknown route, non-superuser with own workspace, service",
+                "alice",
+                Other,
+                None,
+                Status(403),
+            )
             .headers(&[("x-rubrix-workspace", "team-a")]),
+            case(
+                "unknown route, superuser, service",
+                "root",
+                Other,
+                Some("a=1"),
+                Query(Some("a=1")),
+            ),
+            case(
+                "status, non-superuser, service",
+                "bob",
+                ServerStatus,
+                None,
+                Query(None),
+            ),
             case(
                 "unknown route forbidden workspace",
                 "alice",

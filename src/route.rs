@@ -51,7 +51,10 @@ pub enum Api {
     Dataset,
     /// `/api/v1/*` (Argilla 1.8+, keyed by UUID).
     V1,
-    /// An `/api/` route outside the table: authenticated; a workspace it names is checked.
+    /// `/api/_status` (Argilla 1.5: search-engine and memory details): authenticated.
+    ServerStatus,
+    /// An `/api/` route outside the table: authenticated; a workspace it names is checked; in
+    /// service mode for superusers only.
     Other,
 }
 
@@ -68,6 +71,7 @@ impl Api {
             Self::SettingsDelete => "settings_delete",
             Self::Dataset => "dataset",
             Self::V1 => "v1",
+            Self::ServerStatus => "status",
             Self::Other => "other",
         }
     }
@@ -297,6 +301,9 @@ pub fn classify(method: &Method, raw_path: &str, headers: &HeaderMap) -> Result<
         return Ok(Route::Api(Api::V1));
     }
     let segments: Vec<&str> = api_path.split('/').collect();
+    if api_path == "_status" {
+        return Ok(Route::Api(Api::ServerStatus));
+    }
     if segments[0] != "datasets" {
         return Ok(Route::Api(Api::Other));
     }
@@ -358,7 +365,7 @@ mod tests {
                 "status needs auth",
                 "GET",
                 "/api/_status",
-                Ok(Route::Api(Other)),
+                Ok(Route::Api(ServerStatus)),
             ),
             ("preflight", "PREFLIGHT", "/api/datasets", Ok(Route::Public)),
             (

@@ -30,7 +30,7 @@ fn store() -> &'static UserStore {
 }
 
 const USERS: [&str; 5] = ["root", "alice", "bob", "carol", "erin"];
-const APIS: [Api; 9] = [
+const APIS: [Api; 10] = [
     Api::DatasetList,
     Api::DatasetCreate,
     Api::DatasetCopy,
@@ -39,6 +39,7 @@ const APIS: [Api; 9] = [
     Api::SettingsDelete,
     Api::Dataset,
     Api::V1,
+    Api::ServerStatus,
     Api::Other,
 ];
 const METHODS: [Method; 5] = [
@@ -149,7 +150,10 @@ fuzz_target!(|data: &[u8]| {
                 values.is_empty(),
                 "unchecked workspace forwarded: {forwarded:?}"
             );
-            assert!(matches!(api, Api::DatasetList | Api::V1 | Api::Other));
+            assert!(matches!(
+                api,
+                Api::DatasetList | Api::V1 | Api::ServerStatus | Api::Other
+            ));
         }
     }
     if let Some(target) = &decision.target_workspace {
@@ -162,7 +166,7 @@ fuzz_target!(|data: &[u8]| {
     if mode == Mode::Service && !user.superuser {
         assert!(!matches!(
             api,
-            Api::DatasetDelete | Api::SettingsDelete | Api::V1
+            Api::DatasetDelete | Api::SettingsDelete | Api::V1 | Api::Other
         ));
     }
     // The rewriter alone: whatever the query, one checked workspace comes out.
