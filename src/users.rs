@@ -49,7 +49,7 @@ struct Entry {
     #[serde(default)]
     disabled: Option<bool>,
     #[serde(default)]
-    workspaces: Option<Vec<String>>,
+    workspaces: Option<Vec<Text>>,
     #[serde(default)]
     superuser: Option<bool>,
 }
@@ -82,8 +82,25 @@ fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::
         fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
             Err(E::custom(NOT_TEXT))
         }
+        fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
     }
     deserializer.deserialize_any(Text)
+}
+
+/// One YAML string, under the rule of [`text`] (a workspace written `2024` or `true` is refused:
+/// Argilla's reader would make it `2024` or `True`, the gateway's `2024` or `true`).
+#[derive(Debug)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        text(deserializer).map(Text)
+    }
 }
 
 const NOT_TEXT: &str =
@@ -359,7 +376,7 @@ impl UserStore {
             }
             let superuser = entry.superuser.unwrap_or(entry.workspaces.is_none());
             let mut workspaces: Vec<String> = Vec::new();
-            for workspace in entry.workspaces.into_iter().flatten() {
+            for Text(workspace) in entry.workspaces.into_iter().flatten() {
                 if !workspaces.contains(&workspace) {
                     workspaces.push(workspace);
                 }
@@ -501,7 +518,7 @@ fn check_entry(
             problems.push(format!("{}: email is not an e-mail address", place()));
         }
     }
-    for workspace in entry.workspaces.iter().flatten() {
+    for Text(workspace) in entry.workspaces.iter().flatten() {
         if !is_valid_workspace(workspace) {
             problems.push(format!(
                 "{}: workspace {workspace:?} must be {WORKSPACE_RULE}",
@@ -1068,6 +1085,27 @@ mod tests {
         let message =
             parse("- username: a\n  hashed_password: HASH\n  api_key: 987654321\n").unwrap_err();
         assert!(!message.contains("987654321"), "{message}");
+        let huge = "111111111111111111111111111111111"; // beyond 64 bits
+        let message = parse(&format!(
+            "- username: a\n  hashed_password: HASH\n  api_key: {huge}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            message.contains("quote it") && !message.contains(huge),
+            "{message}"
+        );
+        for workspace in ["2024", "true", huge, "1.5"] {
+            let message = parse(&format!(
+                "- username: a\n  hashed_password: HASH\n  api_key: k\n  workspaces: [team-a, {workspace}]\n"
+            ))
+            .unwrap_err();
+            assert!(message.contains("quote it"), "{workspace}: {message}");
+        }
+        let store = parse(
+            "- username: a\n  hashed_password: HASH\n  api_key: k\n  workspaces: ['2024', \"true\"]\n",
+        )
+        .unwrap();
+        assert_eq!(store.by_key("k").unwrap().workspaces, ["2024", "true", "a"]);
     }
 
     #[test]
