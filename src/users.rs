@@ -43,9 +43,9 @@ struct Entry {
     #[serde(deserialize_with = "text")]
     api_key: String,
     #[serde(default)]
-    email: Option<String>,
+    email: Option<Text>,
     #[serde(default)]
-    full_name: Option<String>,
+    full_name: Option<Text>,
     #[serde(default)]
     disabled: Option<bool>,
     #[serde(default)]
@@ -92,8 +92,8 @@ fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::
     deserializer.deserialize_any(Text)
 }
 
-/// One YAML string, under the rule of [`text`] (a workspace written `2024` or `true` is refused:
-/// Argilla's reader would make it `2024` or `True`, the gateway's `2024` or `true`).
+/// One YAML string, under the rule of [`text`] (a workspace or full name written `true` is
+/// refused: Argilla's reader would make it `True`, the gateway's `true`).
 #[derive(Debug)]
 struct Text(String);
 
@@ -392,8 +392,8 @@ impl UserStore {
             let user = Arc::new(User {
                 password_fingerprint: Sha256::digest(entry.hashed_password.as_bytes()).into(),
                 username: entry.username,
-                email: entry.email,
-                full_name: entry.full_name,
+                email: entry.email.map(|Text(email)| email),
+                full_name: entry.full_name.map(|Text(name)| name),
                 disabled: entry.disabled,
                 superuser,
                 workspaces,
@@ -510,7 +510,7 @@ fn check_entry(
             place()
         ));
     }
-    if let Some(email) = &entry.email {
+    if let Some(Text(email)) = &entry.email {
         let valid = email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace)
         });
@@ -1094,6 +1094,10 @@ mod tests {
             message.contains("quote it") && !message.contains(huge),
             "{message}"
         );
+        let message =
+            parse("- username: a\n  hashed_password: HASH\n  api_key: k\n  full_name: true\n")
+                .unwrap_err();
+        assert!(message.contains("quote it"), "{message}");
         for workspace in ["2024", "true", huge, "1.5"] {
             let message = parse(&format!(
                 "- username: a\n  hashed_password: HASH\n  api_key: k\n  workspaces: [team-a, {workspace}]\n"
