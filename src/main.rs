@@ -300,7 +300,15 @@ fn healthcheck(config_path: Option<&std::path::Path>) -> ExitCode {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    match probe(addr) {
+    let tls = match config.tls.as_ref().map(argilla_gateway::tls::pinned_client) {
+        Some(Ok(client)) => Some(client),
+        Some(Err(e)) => {
+            eprintln!("healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
+    match probe(addr, tls) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("healthcheck: {addr} answered, but not 200");
@@ -314,14 +322,31 @@ fn healthcheck(config_path: Option<&std::path::Path>) -> ExitCode {
 }
 
 /// One `GET /healthz` over a plain socket, bounded to a few seconds.
-fn probe(addr: std::net::SocketAddr) -> std::io::Result<bool> {
+/// `GET /healthz` on `addr`, over TLS when the main listener speaks it.
+fn probe(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> std::io::Result<bool> {
     use std::io::{Read, Write};
     let timeout = std::time::Duration::from_secs(3);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        Some(config) => {
+            let name = rustls_pki_types::ServerName::from(addr.ip());
+            let connection = tokio_rustls::rustls::ClientConnection::new(config, name)
+                .map_err(std::io::Error::other)?;
+            Box::new(tokio_rustls::rustls::StreamOwned::new(connection, tcp))
+        }
+        None => Box::new(tcp),
+    };
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut head = [0u8; 16];
     let read = stream.read(&mut head)?;
     Ok(head[..read].starts_with(b"HTTP/1.1 200"))
 }
+
+/// A byte stream, plain or TLS.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

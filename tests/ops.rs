@@ -445,7 +445,7 @@ async fn websocket_upgrade_passes_through_after_authentication() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_alpn_http2() {
     use tokio_rustls::rustls::{self, pki_types::ServerName};
     let dir = tempfile::tempdir().unwrap();
@@ -502,6 +502,33 @@ async fn tls_with_alpn_http2() {
     // Plain HTTP on the TLS port gets no answer.
     let answer = raw(gateway.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The container health check speaks TLS to a TLS listener, trusting exactly its certificate.
+    let healthcheck = |cert: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_argilla-gateway"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("ARGILLA_GATEWAY_LISTEN", gateway.addr.to_string())
+            .env("ARGILLA_GATEWAY_TLS_CERT_FILE", cert)
+            .env("ARGILLA_GATEWAY_TLS_KEY_FILE", &key_file)
+            .output()
+            .unwrap()
+    };
+    let ran = tokio::task::block_in_place(|| healthcheck(&cert_file));
+    assert!(
+        ran.status.success(),
+        "healthcheck over TLS: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other.cert.pem()).unwrap();
+    let ran = tokio::task::block_in_place(|| healthcheck(&other_file));
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "another certificate is not trusted"
+    );
 }
 
 #[tokio::test]
