@@ -300,13 +300,17 @@ fn healthcheck(config_path: Option<&std::path::Path>) -> ExitCode {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    let tls = match config.tls.as_ref().map(argilla_gateway::tls::pinned_client) {
-        Some(Ok(client)) => Some(client),
-        Some(Err(e)) => {
+    let tls = match config
+        .tls
+        .as_ref()
+        .map(argilla_gateway::tls::pinned_client)
+        .transpose()
+    {
+        Ok(tls) => tls,
+        Err(e) => {
             eprintln!("healthcheck: {e}");
             return ExitCode::FAILURE;
         }
-        None => None,
     };
     match probe(addr, tls) {
         Ok(true) => ExitCode::SUCCESS,
@@ -321,8 +325,8 @@ fn healthcheck(config_path: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-/// One `GET /healthz` over a plain socket, bounded to a few seconds.
-/// `GET /healthz` on `addr`, over TLS when the main listener speaks it.
+/// One `GET /healthz` on `addr`, over TLS when the main listener speaks it, bounded to a few
+/// seconds.
 fn probe(
     addr: std::net::SocketAddr,
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,

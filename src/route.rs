@@ -300,10 +300,10 @@ pub fn classify(method: &Method, raw_path: &str, headers: &HeaderMap) -> Result<
     if api_path == "v1" || api_path.starts_with("v1/") {
         return Ok(Route::Api(Api::V1));
     }
-    let segments: Vec<&str> = api_path.split('/').collect();
     if api_path == "_status" {
         return Ok(Route::Api(Api::ServerStatus));
     }
+    let segments: Vec<&str> = api_path.split('/').collect();
     if segments[0] != "datasets" {
         return Ok(Route::Api(Api::Other));
     }

@@ -50,6 +50,15 @@ fn fingerprint(user: &User) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&user.password_fingerprint[..16])
 }
 
+/// Whether a token's `fpr` is the user's current fingerprint, without allocating (it runs on
+/// every request that carries a token).
+fn fingerprint_matches(user: &User, fpr: &str) -> bool {
+    let mut encoded = [0u8; 22]; // 16 bytes, base64 without padding
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(&user.password_fingerprint[..16], &mut encoded)
+        .is_ok_and(|n| &encoded[..n] == fpr.as_bytes())
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -113,12 +122,12 @@ impl Tokens {
             // Strictly before `exp`; at or past it the full check below decides.
             if let Some(checked) = verified.get(token).filter(|c| now < c.exp) {
                 let user = store.by_name(&checked.sub)?;
-                return (checked.fpr == fingerprint(user)).then(|| user.clone());
+                return fingerprint_matches(user, &checked.fpr).then(|| user.clone());
             }
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let user = store.by_name(&data.claims.sub)?;
-        let valid = data.claims.fpr == fingerprint(user);
+        let valid = fingerprint_matches(user, &data.claims.fpr);
         if valid && now < data.claims.exp {
             let mut verified = self
                 .verified

@@ -268,7 +268,7 @@ impl UserStore {
             workspaces: None,
             superuser: None,
         };
-        Self::build(vec![(entry, None)], Origin::Default).map_err(|problems| Error::Users {
+        Self::build(vec![entry], None, Origin::Default).map_err(|problems| Error::Users {
             path: "(default user)".into(),
             message: problems.join("\n"),
         })
@@ -322,13 +322,9 @@ impl UserStore {
             .filter(|entries| !entries.is_empty() || is_sequence(text))
             .ok_or_else(|| fail("the file holds no list of users (write `[]` for none)".into()))?;
         let lines = entry_lines(text, entries.len());
-        let entries = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, entry)| (entry, lines.as_ref().map(|l| l[i])))
-            .collect();
         Self::build(
             entries,
+            lines.as_deref(),
             Origin::File {
                 path: path.to_owned(),
                 digest,
@@ -337,20 +333,24 @@ impl UserStore {
         .map_err(|problems| fail(problems.join("\n")))
     }
 
-    fn build(entries: Vec<(Entry, Option<usize>)>, origin: Origin) -> Result<Self, Vec<String>> {
+    /// Validates and indexes `entries`; `lines` holds each entry's line in the file, when known.
+    fn build(
+        entries: Vec<Entry>,
+        lines: Option<&[usize]>,
+        origin: Origin,
+    ) -> Result<Self, Vec<String>> {
         // Where an entry is, for messages: formatted only when something is wrong.
-        let place_of = |index: usize, line: Option<usize>, username: &str| match line {
+        let place_of = |index: usize, username: &str| match lines.map(|l| l[index]) {
             Some(line) => format!("line {line}, user #{} ({username:?})", index + 1),
             None => format!("user #{} ({username:?})", index + 1),
         };
-        let lines: Vec<Option<usize>> = entries.iter().map(|(_, line)| *line).collect();
         let mut problems = Vec::new();
         let mut by_name: HashMap<String, Arc<User>> = HashMap::with_capacity(entries.len());
         let mut by_key: HashMap<Digest32, Arc<User>> = HashMap::with_capacity(entries.len());
         let mut all_workspaces = BTreeSet::new();
         let mut costs: HashMap<u32, usize> = HashMap::new();
-        for (index, (entry, line)) in entries.into_iter().enumerate() {
-            let place = || place_of(index, line, &entry.username);
+        for (index, entry) in entries.into_iter().enumerate() {
+            let place = || place_of(index, &entry.username);
             let before = problems.len();
             check_entry(&entry, &place, &mut problems, &mut costs);
             if problems.len() > before {
@@ -361,7 +361,7 @@ impl UserStore {
                 problems.push(format!(
                     "{}: duplicate username, also at {}",
                     place(),
-                    place_of(first, lines[first], &entry.username)
+                    place_of(first, &entry.username)
                 ));
                 continue;
             }
@@ -370,7 +370,7 @@ impl UserStore {
                 problems.push(format!(
                     "{}: duplicate api_key, the same key as {} (keys must be unique)",
                     place(),
-                    place_of(first.entry_index, lines[first.entry_index], &first.username)
+                    place_of(first.entry_index, &first.username)
                 ));
                 continue;
             }
@@ -626,8 +626,8 @@ impl Users {
     }
 
     /// Runs `hook` on the loading thread each time a reload has applied or refused a file (not
-    /// when the content was unchanged or failed the same way again). The binary uses it to hand the parser's working memory back
-    /// to the system at once.
+    /// when the content was unchanged or failed the same way again). The binary uses it to hand
+    /// the parser's working memory back to the system at once.
     #[must_use]
     pub fn after_apply(mut self, hook: fn()) -> Self {
         self.after_apply = Some(hook);

@@ -58,6 +58,12 @@ async fn after<F: FnOnce()>(
     .clone()
 }
 
+/// Runs `write` (which adds erin), waits until the reload applied it, and checks erin's key.
+async fn erin_arrives(gateway: &Gateway, write: impl FnOnce()) {
+    after(gateway, write, applied).await;
+    assert_eq!(status_of(gateway, "erin-key").await, 200);
+}
+
 fn applied(before: &ReloadStatus, now: &ReloadStatus) -> bool {
     now.applied > before.applied
 }
@@ -71,13 +77,10 @@ async fn edit_in_place() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&upstream).await;
     assert_eq!(status_of(&gateway, "erin-key").await, 401);
-    after(
-        &gateway,
-        || std::fs::write(&gateway.users_file, with_erin()).unwrap(),
-        applied,
-    )
+    erin_arrives(&gateway, || {
+        std::fs::write(&gateway.users_file, with_erin()).unwrap();
+    })
     .await;
-    assert_eq!(status_of(&gateway, "erin-key").await, 200);
     // Remove bob again by editing in place: his key stops working on the next request.
     let without_bob = with_erin().replace("api_key: bob-key", "api_key: bob-key-rotated");
     after(
@@ -114,13 +117,10 @@ async fn delete_keeps_users_until_recreated() {
         200,
         "last good users stay"
     );
-    after(
-        &gateway,
-        || std::fs::write(&gateway.users_file, with_erin()).unwrap(),
-        applied,
-    )
+    erin_arrives(&gateway, || {
+        std::fs::write(&gateway.users_file, with_erin()).unwrap();
+    })
     .await;
-    assert_eq!(status_of(&gateway, "erin-key").await, 200);
 }
 
 #[tokio::test]
@@ -176,13 +176,10 @@ async fn invalid_file_keeps_the_last_good_users_and_says_where() {
         200,
         "old users still in force"
     );
-    after(
-        &gateway,
-        || std::fs::write(&gateway.users_file, with_erin()).unwrap(),
-        applied,
-    )
+    erin_arrives(&gateway, || {
+        std::fs::write(&gateway.users_file, with_erin()).unwrap();
+    })
     .await;
-    assert_eq!(status_of(&gateway, "erin-key").await, 200);
 }
 
 /// Writes a Kubernetes-style `ConfigMap` volume: `users.yml -> ..data/users.yml`,
@@ -212,16 +209,11 @@ async fn kubernetes_configmap_symlink_swap() {
         .start()
         .await;
     assert_eq!(status_of(&gateway, "alice-key").await, 200);
-    after(
-        &gateway,
-        || {
-            configmap_version(dir.path(), "2026_11_28_10_05_00.2", &with_erin());
-            std::fs::remove_dir_all(dir.path().join("..2026_11_28_10_00_00.1")).unwrap();
-        },
-        applied,
-    )
+    erin_arrives(&gateway, || {
+        configmap_version(dir.path(), "2026_11_28_10_05_00.2", &with_erin());
+        std::fs::remove_dir_all(dir.path().join("..2026_11_28_10_00_00.1")).unwrap();
+    })
     .await;
-    assert_eq!(status_of(&gateway, "erin-key").await, 200);
 }
 
 #[tokio::test]
@@ -243,13 +235,7 @@ async fn poll_catches_changes_that_send_no_event() {
         .env("ARGILLA_GATEWAY_RELOAD_POLL_INTERVAL_SECS", "1")
         .start()
         .await;
-    after(
-        &gateway,
-        || std::fs::write(&target, with_erin()).unwrap(),
-        applied,
-    )
-    .await;
-    assert_eq!(status_of(&gateway, "erin-key").await, 200);
+    erin_arrives(&gateway, || std::fs::write(&target, with_erin()).unwrap()).await;
 }
 
 #[tokio::test]
