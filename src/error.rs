@@ -109,7 +109,7 @@ pub enum Reject {
     },
     /// The upstream could not be reached or failed mid-way.
     #[error("upstream request failed")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] crate::upstream::Error),
     /// The upstream did not answer in time.
     #[error("upstream did not answer within {}s", .0.as_secs())]
     UpstreamTimeout(Duration),

@@ -4,7 +4,8 @@
 //! 1. [`route::classify`]: public, answered here (`/healthz`, `/api/me`, login), or forwarded.
 //! 2. [`auth`]: the first credential present decides (API key, gateway token, Basic).
 //! 3. [`policy::authorize`]: one checked workspace, or a rejection in Argilla's shape.
-//! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed.
+//! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed over the
+//!    client connection's own upstream connection ([`upstream`]).
 //!
 //! [`users::Users`] holds the users file as one snapshot and swaps it whole on every reload.
 #![warn(missing_docs)]
@@ -22,4 +23,5 @@ pub mod route;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod upstream;
 pub mod users;

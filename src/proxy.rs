@@ -1,10 +1,10 @@
-//! Forwarding: a pooled keep-alive hyper-util client to the upstream; request headers cleaned
+//! Forwarding over the client connection's upstream connection ([`crate::upstream`]); request headers cleaned
 //! (hop-by-hop, anything named in `Connection`, every client credential and identity header)
 //! and ours added (the upstream credential, `X-Forwarded-*`); bodies streamed both ways.
 //!
 //! Only the dataset list is read on its way back, to filter it to the user's workspaces.
 
-use std::{collections::HashSet, net::IpAddr, time::Duration};
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{
@@ -12,10 +12,6 @@ use http::{
     uri::PathAndQuery,
 };
 use http_body_util::{BodyExt, Limited};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use serde_json::Value;
 
 use crate::{
@@ -25,10 +21,8 @@ use crate::{
     error::Reject,
     metrics::Metrics,
     policy::WORKSPACE_HEADERS,
+    upstream::Affinity,
 };
-
-/// The pooled client to the upstream.
-pub type HttpClient = Client<HttpConnector, Body>;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the non-standard ones proxies still see).
 const HOP_BY_HOP: [&str; 9] = [
@@ -63,17 +57,6 @@ pub const IDENTITY_HEADERS: [&str; 16] = [
     "x-forwarded-host",
     "forwarded",
 ];
-
-/// Builds the pooled client.
-#[must_use]
-pub fn client(upstream: &Upstream) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(upstream.connect_timeout));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_mins(1))
-        .build(connector)
-}
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -193,38 +176,26 @@ pub fn forwarded_for(trusted: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> S
     peer.to_string()
 }
 
-/// The upstream's base: scheme and authority, plus a path prefix without a trailing slash.
+/// The upstream URL's path prefix, without a trailing slash.
 #[derive(Debug, Clone)]
 pub struct Base {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
     prefix: String,
 }
 
 impl Base {
-    /// Splits the configured upstream URL.
-    ///
-    /// # Panics
-    /// Never for a URL that passed configuration validation (scheme and authority present).
+    /// The prefix of the configured upstream URL.
     #[must_use]
     pub fn new(url: &Uri) -> Self {
         Self {
-            scheme: url
-                .scheme()
-                .cloned()
-                .expect("validated upstream URL has a scheme"),
-            authority: url
-                .authority()
-                .cloned()
-                .expect("validated upstream URL has a host"),
             prefix: url.path().trim_end_matches('/').to_owned(),
         }
     }
 
-    /// The upstream URI for a client path and a (possibly rewritten) query.
+    /// The origin-form target sent upstream for a client path and a (possibly rewritten)
+    /// query.
     ///
     /// # Errors
-    /// 400 if the result is not a valid URI (it always is for a path hyper accepted).
+    /// 400 if the result is not a valid target (it always is for a path hyper accepted).
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
         let mut text =
             String::with_capacity(self.prefix.len() + path.len() + 1 + query.map_or(0, str::len));
@@ -234,13 +205,8 @@ impl Base {
             text.push('?');
             text.push_str(query);
         }
-        let path_and_query = PathAndQuery::try_from(text)
-            .map_err(|_| Reject::BadRequest("The request target cannot be forwarded".into()))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        PathAndQuery::try_from(text)
+            .map(Uri::from)
             .map_err(|_| Reject::BadRequest("The request target cannot be forwarded".into()))
     }
 }
@@ -271,7 +237,7 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// # Errors
 /// 502 when the upstream cannot be reached, 504 when it does not answer in time.
 pub async fn send(
-    client: &HttpClient,
+    affinity: &Arc<Affinity>,
     upstream: &Upstream,
     metrics: &Metrics,
     mut parts: Parts,
@@ -282,7 +248,7 @@ pub async fn send(
     parts.version = http::Version::HTTP_11;
     let request = Request::from_parts(parts, body);
     let started = std::time::Instant::now();
-    let response = tokio::time::timeout(upstream.response_timeout, client.request(request))
+    let response = tokio::time::timeout(upstream.response_timeout, affinity.send(request))
         .await
         .map_err(|_| Reject::UpstreamTimeout(upstream.response_timeout))?
         .map_err(Reject::Upstream)?;
@@ -473,13 +439,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             uri.to_string(),
-            "http://argilla:6900/prefix/api/datasets/a%2Fb?x=1&workspace=w"
+            "/prefix/api/datasets/a%2Fb?x=1&workspace=w"
         );
         let base = Base::new(&"http://127.0.0.1:1".parse().unwrap());
-        assert_eq!(
-            base.uri("/", None).unwrap().to_string(),
-            "http://127.0.0.1:1/"
-        );
+        assert_eq!(base.uri("/", None).unwrap().to_string(), "/");
     }
 
     #[tokio::test]

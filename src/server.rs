@@ -27,9 +27,10 @@ use crate::{
     limit::Limiter,
     metrics::{Extra, Metrics},
     policy,
-    proxy::{self, Added, Base, HttpClient},
+    proxy::{self, Added, Base},
     route::{self, Api, Route},
     token::Tokens,
+    upstream::{Affinity, Upstream},
     users::Users,
 };
 
@@ -51,7 +52,8 @@ pub struct State {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The service key as a header value, built once.
     service_key: HeaderValue,
-    client: HttpClient,
+    /// The upstream server and its idle connections.
+    pub upstream: Arc<Upstream>,
     base: Base,
 }
 
@@ -76,7 +78,10 @@ impl State {
             tls: None,
             service_key: HeaderValue::from_str(&config.upstream.api_key)
                 .expect("the configuration checked that the key fits in a header"),
-            client: proxy::client(&config.upstream),
+            upstream: Arc::new(Upstream::new(
+                &config.upstream.url,
+                config.upstream.connect_timeout,
+            )),
             base: Base::new(&config.upstream.url),
             users,
             config,
@@ -115,10 +120,8 @@ impl State {
         let Ok(request) = Request::get(uri).body(crate::body::empty()) else {
             return false;
         };
-        let probe = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            self.client.request(request),
-        );
+        let affinity = Affinity::new(self.upstream.clone());
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(2), affinity.send(request));
         match probe.await {
             Ok(Ok(response)) if !response.status().is_server_error() => {
                 self.metrics.upstream_answered(std::time::Duration::ZERO);
@@ -192,6 +195,7 @@ async fn serve(
     state: &State,
     mut request: Request<Incoming>,
     peer: IpAddr,
+    affinity: &Arc<Affinity>,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Reject> {
     let trusted = &state.config.rate_limit.trusted_proxies;
@@ -244,7 +248,7 @@ async fn serve(
                 request_id: trace.request_id.clone(),
                 secure: trace.secure,
             };
-            forward(state, parts, body.boxed(), peer, target).await
+            forward(state, parts, body.boxed(), peer, affinity, target).await
         }
         Route::Api(api) => {
             trace.route = api.label();
@@ -253,16 +257,24 @@ async fn serve(
                 .authenticate(request.headers(), client)
                 .await?;
             trace.user = Some(identity.user.username.clone());
-            forward_api(state, request, peer, api, &identity, upgrade, trace).await
+            forward_api(
+                state, request, peer, affinity, api, &identity, upgrade, trace,
+            )
+            .await
         }
     }
 }
 
 /// Reads what the policy needs, decides, forwards, and filters the dataset list.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one piece of what a request carries"
+)]
 async fn forward_api(
     state: &State,
     request: Request<Incoming>,
     peer: IpAddr,
+    affinity: &Arc<Affinity>,
     api: Api,
     identity: &Identity,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
@@ -302,7 +314,7 @@ async fn forward_api(
         request_id: trace.request_id.clone(),
         secure: trace.secure,
     };
-    let response = forward(state, parts, body, peer, target).await?;
+    let response = forward(state, parts, body, peer, affinity, target).await?;
     match &decision.filter {
         Some(workspaces) => {
             proxy::filter_datasets(
@@ -331,6 +343,7 @@ async fn forward(
     mut parts: http::request::Parts,
     body: Body,
     peer: IpAddr,
+    affinity: &Arc<Affinity>,
     target: Target<'_>,
 ) -> Result<Response<Body>, Reject> {
     let Target {
@@ -373,7 +386,7 @@ async fn forward(
         client_side
     });
     let mut response = proxy::send(
-        &state.client,
+        affinity,
         &state.config.upstream,
         &state.metrics,
         parts,
@@ -401,6 +414,7 @@ pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
     secure: bool,
+    affinity: Arc<Affinity>,
 ) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
     let started = Instant::now();
@@ -414,21 +428,22 @@ pub async fn handle(
         request_id: request_id(request.headers()),
         secure,
     };
-    let (mut response, reason) = match serve(&state, request, peer.ip(), &mut trace).await {
-        Ok(response) => (response, None),
-        Err(reject) => {
-            match &reject {
-                Reject::Unauthenticated { reason, .. } => state.metrics.auth_failure(reason),
-                Reject::Inactive { .. } => state.metrics.auth_failure("disabled user"),
-                _ => {}
+    let (mut response, reason) =
+        match serve(&state, request, peer.ip(), &affinity, &mut trace).await {
+            Ok(response) => (response, None),
+            Err(reject) => {
+                match &reject {
+                    Reject::Unauthenticated { reason, .. } => state.metrics.auth_failure(reason),
+                    Reject::Inactive { .. } => state.metrics.auth_failure("disabled user"),
+                    _ => {}
+                }
+                let reason = error_chain(&reject);
+                if reject.status().is_server_error() {
+                    tracing::warn!(%method, path, error = reason, "upstream failure");
+                }
+                (reject.into_response(), Some(reason))
             }
-            let reason = error_chain(&reject);
-            if reject.status().is_server_error() {
-                tracing::warn!(%method, path, error = reason, "upstream failure");
-            }
-            (reject.into_response(), Some(reason))
-        }
-    };
+        };
     let status = response.status().as_u16();
     state.metrics.request(trace.route, reason.is_some(), status);
     state.metrics.in_flight.fetch_sub(1, Relaxed);
@@ -507,9 +522,11 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             let secure = state.tls.is_some();
             let handshake_timeout = state.config.limits.header_read_timeout;
             let served = state.clone();
+            // This connection's upstream connection, kept between its requests.
+            let affinity = Affinity::new(state.upstream.clone());
             let service = service_fn(move |request| {
-                let state = served.clone();
-                async move { Ok::<_, Infallible>(handle(state, request, peer, secure).await) }
+                let (state, affinity) = (served.clone(), affinity.clone());
+                async move { Ok::<_, Infallible>(handle(state, request, peer, secure, affinity).await) }
             });
             let result = match &state.tls {
                 None => {

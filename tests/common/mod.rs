@@ -11,7 +11,10 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -58,6 +61,8 @@ type Responder = Arc<dyn Fn(&Recorded) -> Response<Body> + Send + Sync>;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -73,12 +78,14 @@ impl Upstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let log = received.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (log, accepted) = (received.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let log = log.clone();
                 let respond = respond.clone();
                 tokio::spawn(async move {
@@ -110,7 +117,16 @@ impl Upstream {
                 });
             }
         });
-        Self { addr, received }
+        Self {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
