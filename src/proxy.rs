@@ -110,7 +110,7 @@ pub struct Added<'a> {
     /// The authenticated username (`X-Forwarded-User`).
     pub user: Option<&'a str>,
     /// The value for `X-Forwarded-For`.
-    pub forwarded_for: String,
+    pub forwarded_for: Option<HeaderValue>,
     /// The host the client asked for (`X-Forwarded-Host`).
     pub forwarded_host: Option<HeaderValue>,
     /// The request id (`X-Request-Id`).
@@ -127,7 +127,7 @@ pub fn add_request_headers(headers: &mut HeaderMap, added: Added<'_>) {
     if let Some(user) = added.user.and_then(|u| HeaderValue::from_str(u).ok()) {
         headers.insert(X_FORWARDED_USER, user);
     }
-    if let Ok(value) = HeaderValue::from_str(&added.forwarded_for) {
+    if let Some(value) = added.forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(
@@ -374,7 +374,7 @@ mod tests {
             Added {
                 api_key: Some(HeaderValue::from_static("service")),
                 user: Some("alice"),
-                forwarded_for: "127.0.0.1".into(),
+                forwarded_for: Some(HeaderValue::from_static("127.0.0.1")),
                 forwarded_host: Some(HeaderValue::from_static("gw:6900")),
                 request_id: None,
                 secure: false,

@@ -1,13 +1,7 @@
 //! The shared [`State`], the path every request takes ([`serve`]), the accept loop and graceful
 //! shutdown ([`run`]).
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Instant,
-};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -141,6 +135,34 @@ impl State {
     }
 }
 
+/// One client connection, as every request on it sees it.
+pub struct Connection {
+    peer: SocketAddr,
+    /// The peer's address as a header value, made once (`X-Forwarded-For` for a direct client).
+    peer_value: HeaderValue,
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    secure: bool,
+    /// The upstream connection this client connection keeps between its requests.
+    affinity: Arc<Affinity>,
+}
+
+impl Connection {
+    /// A connection from `peer` whose requests go to `upstream`.
+    ///
+    /// # Panics
+    /// Never: an IP address is always a valid header value.
+    #[must_use]
+    pub fn new(peer: SocketAddr, secure: bool, upstream: Arc<Upstream>) -> Self {
+        Self {
+            peer,
+            peer_value: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value"),
+            secure,
+            affinity: Affinity::new(upstream),
+        }
+    }
+}
+
 /// What the access log says about a request, filled in as it goes.
 struct Trace {
     route: &'static str,
@@ -165,8 +187,12 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&format!("{:016x}", rand::random::<u64>()))
-                .expect("hex is a valid header value")
+            let random = rand::random::<u64>();
+            let mut hex = [0u8; 16];
+            for (i, digit) in hex.iter_mut().enumerate() {
+                *digit = b"0123456789abcdef"[((random >> (60 - 4 * i)) & 0xf) as usize];
+            }
+            HeaderValue::from_bytes(&hex).expect("hex is a valid header value")
         })
 }
 
@@ -194,12 +220,11 @@ fn check_host(request: &Request<Incoming>) -> Result<(), Reject> {
 async fn serve(
     state: &State,
     mut request: Request<Incoming>,
-    peer: IpAddr,
-    affinity: &Arc<Affinity>,
+    conn: &Connection,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Reject> {
     let trusted = &state.config.rate_limit.trusted_proxies;
-    let client = proxy::client_address(trusted, peer, request.headers());
+    let client = proxy::client_address(trusted, conn.peer.ip(), request.headers());
     check_host(&request)?;
     let route = route::classify(request.method(), request.uri().path(), request.headers())?;
     // Upgrades (WebSocket only) are passed through on authenticated routes only.
@@ -248,7 +273,7 @@ async fn serve(
                 request_id: trace.request_id.clone(),
                 secure: trace.secure,
             };
-            forward(state, parts, body.boxed(), peer, affinity, target).await
+            forward(state, parts, body.boxed(), conn, target).await
         }
         Route::Api(api) => {
             trace.route = api.label();
@@ -257,24 +282,16 @@ async fn serve(
                 .authenticate(request.headers(), client)
                 .await?;
             trace.user = Some(identity.user.username.clone());
-            forward_api(
-                state, request, peer, affinity, api, &identity, upgrade, trace,
-            )
-            .await
+            forward_api(state, request, conn, api, &identity, upgrade, trace).await
         }
     }
 }
 
 /// Reads what the policy needs, decides, forwards, and filters the dataset list.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "each is one piece of what a request carries"
-)]
 async fn forward_api(
     state: &State,
     request: Request<Incoming>,
-    peer: IpAddr,
-    affinity: &Arc<Affinity>,
+    conn: &Connection,
     api: Api,
     identity: &Identity,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
@@ -314,7 +331,7 @@ async fn forward_api(
         request_id: trace.request_id.clone(),
         secure: trace.secure,
     };
-    let response = forward(state, parts, body, peer, affinity, target).await?;
+    let response = forward(state, parts, body, conn, target).await?;
     match &decision.filter {
         Some(workspaces) => {
             proxy::filter_datasets(
@@ -342,8 +359,7 @@ async fn forward(
     state: &State,
     mut parts: http::request::Parts,
     body: Body,
-    peer: IpAddr,
-    affinity: &Arc<Affinity>,
+    conn: &Connection,
     target: Target<'_>,
 ) -> Result<Response<Body>, Reject> {
     let Target {
@@ -355,7 +371,12 @@ async fn forward(
     } = target;
     let uri = state.base.uri(parts.uri.path(), query)?;
     let trusted = &state.config.rate_limit.trusted_proxies;
-    let forwarded_for = proxy::forwarded_for(trusted, peer, &parts.headers);
+    let peer = conn.peer.ip();
+    let forwarded_for = if trusted.contains(&peer) {
+        HeaderValue::from_str(&proxy::forwarded_for(trusted, peer, &parts.headers)).ok()
+    } else {
+        Some(conn.peer_value.clone())
+    };
     let forwarded_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -386,7 +407,7 @@ async fn forward(
         client_side
     });
     let mut response = proxy::send(
-        affinity,
+        &conn.affinity,
         &state.config.upstream,
         &state.metrics,
         parts,
@@ -412,9 +433,7 @@ async fn forward(
 pub async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
-    peer: SocketAddr,
-    secure: bool,
-    affinity: Arc<Affinity>,
+    conn: Arc<Connection>,
 ) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
     let started = Instant::now();
@@ -426,24 +445,23 @@ pub async fn handle(
         user: None,
         workspace: None,
         request_id: request_id(request.headers()),
-        secure,
+        secure: conn.secure,
     };
-    let (mut response, reason) =
-        match serve(&state, request, peer.ip(), &affinity, &mut trace).await {
-            Ok(response) => (response, None),
-            Err(reject) => {
-                match &reject {
-                    Reject::Unauthenticated { reason, .. } => state.metrics.auth_failure(reason),
-                    Reject::Inactive { .. } => state.metrics.auth_failure("disabled user"),
-                    _ => {}
-                }
-                let reason = error_chain(&reject);
-                if reject.status().is_server_error() {
-                    tracing::warn!(%method, path, error = reason, "upstream failure");
-                }
-                (reject.into_response(), Some(reason))
+    let (mut response, reason) = match serve(&state, request, &conn, &mut trace).await {
+        Ok(response) => (response, None),
+        Err(reject) => {
+            match &reject {
+                Reject::Unauthenticated { reason, .. } => state.metrics.auth_failure(reason),
+                Reject::Inactive { .. } => state.metrics.auth_failure("disabled user"),
+                _ => {}
             }
-        };
+            let reason = error_chain(&reject);
+            if reject.status().is_server_error() {
+                tracing::warn!(%method, path, error = reason, "upstream failure");
+            }
+            (reject.into_response(), Some(reason))
+        }
+    };
     let status = response.status().as_u16();
     state.metrics.request(trace.route, reason.is_some(), status);
     state.metrics.in_flight.fetch_sub(1, Relaxed);
@@ -458,7 +476,7 @@ pub async fn handle(
         decision = if reason.is_some() { "reject" } else { "allow" },
         reason = reason.as_deref().unwrap_or(""),
         request_id = trace.request_id.to_str().unwrap_or("-"),
-        peer = %peer,
+        peer = %conn.peer,
         latency_ms = started.elapsed().as_secs_f64() * 1e3,
     );
     response
@@ -522,11 +540,10 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             let secure = state.tls.is_some();
             let handshake_timeout = state.config.limits.header_read_timeout;
             let served = state.clone();
-            // This connection's upstream connection, kept between its requests.
-            let affinity = Affinity::new(state.upstream.clone());
+            let conn = Arc::new(Connection::new(peer, secure, state.upstream.clone()));
             let service = service_fn(move |request| {
-                let (state, affinity) = (served.clone(), affinity.clone());
-                async move { Ok::<_, Infallible>(handle(state, request, peer, secure, affinity).await) }
+                let (state, conn) = (served.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(handle(state, request, conn).await) }
             });
             let result = match &state.tls {
                 None => {
