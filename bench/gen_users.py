@@ -8,8 +8,8 @@ passwords of bench-basic, bench-token and victim (in that order); the rest are c
 reused round-robin by the bulk users (bcrypt of 10 000 distinct passwords would measure
 bcrypt, not the proxies; every hash string is still a separate entry the gateway parses).
 
-Writes OUTDIR/users-N.yml, and, unless N is large (> 20 000), OUTDIR/nginx-keys-N.map and
-OUTDIR/caddy-users-N.txt with the same users, so every proxy authenticates against the same
+Writes OUTDIR/users-N.yml, and, unless N is large (> 20 000), OUTDIR/nginx-keys-N.map,
+OUTDIR/haproxy-keys-N.map and OUTDIR/caddy-users-N.txt with the same users, so every proxy authenticates against the same
 population.
 """
 
@@ -53,6 +53,9 @@ def main() -> None:
     if n <= 20_000:
         (out / f"nginx-keys-{n}.map").write_text(
             "".join(f'"{key}" "{name}";\n' for name, _, key, _ in users)
+        )
+        (out / f"haproxy-keys-{n}.map").write_text(
+            "".join(f"{key} {name}\n" for name, _, key, _ in users)
         )
         (out / f"caddy-users-{n}.txt").write_text(
             "".join(f"\t\t{name} {h}\n" for name, h, _, _ in users)

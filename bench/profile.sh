@@ -12,43 +12,22 @@
 set -euo pipefail
 MODE=${1:-key}
 SECS=${2:-8}
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$HERE")
-OUT=$HERE/out
-WORK=$OUT/work
-PROF=$OUT/prof
 BASE_PORT=${BASE_PORT:-18180}
-UP_PORT=$((BASE_PORT + 1)) GW_PORT=$((BASE_PORT + 4))
-ROUTE='/api/datasets/bench-ds?workspace=team-a'
-[ -f "$WORK/upstream.conf" ] || { echo "run bench/run.sh first" >&2; exit 1; }
+RUN=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/out/prof
+# shellcheck source=bench/prof-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/prof-common.sh"
+PROF=$RUN
 command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null; }
-
-(cd "$ROOT" && CARGO_TARGET_DIR="$OUT/target-prof" CARGO_PROFILE_RELEASE_DEBUG=1 \
-    cargo build --release --quiet)
-GW=$OUT/target-prof/release/argilla-gateway
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-rm -rf "$PROF" && mkdir -p "$PROF/tmp"
-sed -e "s#$WORK/upstream#$PROF/upstream#g" -e "s#127.0.0.1:[0-9]*;#127.0.0.1:$UP_PORT;#" \
-    -e "s#$WORK/tmp#$PROF/tmp#g" "$WORK/upstream.conf" >"$PROF/upstream.conf"
-taskset -c 0 "$(command -v nginx || echo /usr/sbin/nginx)" -e "$PROF/upstream.err" -p "$PROF" \
-    -c "$PROF/upstream.conf" -g 'daemon off;' >"$PROF/upstream.log" 2>&1 &
-PIDS+=($!)
-NGX=$!
-env -i PATH="$PATH" HOME="$PROF" RUST_LOG=warn \
-    ARGILLA_GATEWAY_LISTEN="127.0.0.1:$GW_PORT" ARGILLA_GATEWAY_UPSTREAM_URL="http://127.0.0.1:$UP_PORT" \
-    ARGILLA_GATEWAY_UPSTREAM_API_KEY=bench-upstream-service-key \
-    ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$(ls "$WORK"/users-*.yml | sort -V | head -1)" \
-    ARGILLA_LOCAL_AUTH_SECRET_KEY=bench-secret-key-0123456789abcdef \
-    taskset -c 0 "$GW" >"$PROF/gw.log" 2>&1 &
+GW=$(profiling_build)
+start_upstream 0
+# shellcheck disable=SC2046 # one word per variable
+env -i $(gateway_env) taskset -c 0 "$GW" >"$PROF/gw.log" 2>&1 &
 PIDS+=($!)
 GWPID=$!
 sleep 1.5
 case $MODE in
-key) HDR="X-Argilla-Api-Key: bench-key-0123456789abcdef0123456789ab" ;;
-basic) HDR="Authorization: Basic $(printf 'bench-basic:basic-pass-1' | base64 -w0)" ;;
+key) HDR=$KEY_HEADER ;;
+basic) HDR=$BASIC_HEADER ;;
 bearer)
     TOKEN=$(curl -sf -X POST -d username=bench-token -d password=token-pass-1 \
         "http://127.0.0.1:$GW_PORT/api/security/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
@@ -84,17 +63,17 @@ EOF
 perf record -q -e cpu-clock -F 4999 --call-graph dwarf,16384 -p $GWPID -o "$PROF/perf.data" -- sleep 4 \
     >/dev/null 2>&1 &
 PERF=$!
-PIDS+=($PERF)
+PIDS+=("$PERF")
 taskset -c 1 wrk -t1 -c64 -d5s -H "$HDR" "$URL" >/dev/null
 wait $PERF || true
 {
     echo
     echo "== self time (flat), top 40 =="
     perf report -i "$PROF/perf.data" --no-children --sort symbol --stdio -g none --percent-limit 0.7 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | head -40
+        grep -v '^#' | grep -v "^$" | head -40 || true # head ends the pipe early
     echo
     echo "== inclusive time (children), top 60 =="
     perf report -i "$PROF/perf.data" --children --sort symbol --stdio -g none --percent-limit 2 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | head -60
+        grep -v '^#' | grep -v "^$" | head -60 || true
 } >>"$REPORT"
 cat "$REPORT"

@@ -12,7 +12,7 @@ CONNECTIONS=${CONNECTIONS:-64}   # wrk connections (one thread)
 ATTACK_RATE=${ATTACK_RATE:-200}  # wrong-password Basic requests per second
 USERS=${USERS:-10000}            # users in the file every proxy serves
 BIG_USERS=${BIG_USERS:-100000}   # users in the file whose load time is measured
-BASE_PORT=${BASE_PORT:-18080}    # ports BASE_PORT+1 .. BASE_PORT+6 on 127.0.0.1
+BASE_PORT=${BASE_PORT:-18080}    # ports BASE_PORT+1 .. BASE_PORT+8 on 127.0.0.1
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -27,6 +27,7 @@ ROUTE='/api/datasets/bench-ds?workspace=team-a'
 
 UP_PORT=$((BASE_PORT + 1)) NGX_PORT=$((BASE_PORT + 2)) CADDY_PORT=$((BASE_PORT + 3))
 GW_PORT=$((BASE_PORT + 4)) GW_ATT_PORT=$((BASE_PORT + 5)) GW_OPEN_PORT=$((BASE_PORT + 6))
+RELAY_PORT=$((BASE_PORT + 7)) HAP_PORT=$((BASE_PORT + 8))
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -35,6 +36,7 @@ die() { log "ERROR: $*"; exit 1; }
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v caddy >/dev/null || need+=(caddy)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v hyperfine >/dev/null || need+=(hyperfine)
 command -v curl >/dev/null || need+=(curl)
@@ -56,6 +58,7 @@ if [ ${#need[@]} -gt 0 ]; then
     [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (proxy on $PROXY_CPU, load on $LOAD_CPU)"
 
 # ---------------------------------------------------------------- build
@@ -78,7 +81,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in $UP_PORT $NGX_PORT $CADDY_PORT $GW_PORT $GW_ATT_PORT $GW_OPEN_PORT; do
+for port in $UP_PORT $NGX_PORT $CADDY_PORT $GW_PORT $GW_ATT_PORT $GW_OPEN_PORT $RELAY_PORT $HAP_PORT; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port is in use; set BASE_PORT"
     fi
@@ -190,6 +193,52 @@ EOF
 EOF
 } >Caddyfile
 
+# haproxy, one thread: as a byte relay (mode tcp: no HTTP parsed, each client connection paired
+# with one upstream connection; the floor for any proxy that reads and writes both sockets), and
+# as an HTTP proxy checking the key against a map of the same users.
+haproxy_common() {
+    cat <<EOF
+global
+    nbthread 1
+    maxconn 4096
+    pidfile $WORK/$1.pid
+defaults
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+EOF
+}
+{
+    haproxy_common relay-tcp
+    cat <<EOF
+    mode tcp
+frontend relay
+    bind 127.0.0.1:$RELAY_PORT
+    default_backend argilla
+backend argilla
+    server up 127.0.0.1:$UP_PORT
+EOF
+} >relay-tcp.cfg
+{
+    haproxy_common haproxy-key
+    cat <<EOF
+    mode http
+    option http-keep-alive
+    http-reuse always
+frontend keys
+    bind 127.0.0.1:$HAP_PORT
+    http-request set-var(txn.user) req.hdr(x-argilla-api-key),map($WORK/haproxy-keys-$USERS.map)
+    http-request return status 401 content-type application/json string '{"detail":"unauthenticated"}' unless { var(txn.user) -m found }
+    http-request del-header authorization
+    http-request set-header X-Argilla-Api-Key $UP_KEY
+    http-request set-header X-Forwarded-User %[var(txn.user)]
+    http-request set-header X-Forwarded-For %[src]
+    default_backend argilla
+backend argilla
+    server up 127.0.0.1:$UP_PORT
+EOF
+} >haproxy-key.cfg
+
 # ---------------------------------------------------------------- start everything on PROXY_CPU
 wait_port() { # $1 port, $2 name, $3 pid
     for _ in $(seq 1 100); do
@@ -202,6 +251,12 @@ wait_port() { # $1 port, $2 name, $3 pid
 start_nginx() { # $1 name, $2 port
     taskset -c "$PROXY_CPU" "$NGINX" -e "$WORK/$1.err" -p "$WORK" -c "$WORK/$1.conf" -g 'daemon off;' \
         >"$WORK/$1.log" 2>&1 &
+    PIDS+=($!)
+    eval "${1//-/_}_PID=$!"
+    wait_port "$2" "$1" $!
+}
+start_haproxy() { # $1 name, $2 port
+    taskset -c "$PROXY_CPU" "$HAPROXY" -f "$WORK/$1.cfg" -db >"$WORK/$1.log" 2>&1 &
     PIDS+=($!)
     eval "${1//-/_}_PID=$!"
     wait_port "$2" "$1" $!
@@ -228,6 +283,8 @@ env -i PATH="$PATH" HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HO
 PIDS+=($!)
 caddy_PID=$!
 wait_port "$CADDY_PORT" caddy $!
+start_haproxy relay-tcp "$RELAY_PORT"
+start_haproxy haproxy-key "$HAP_PORT"
 start_gateway gw "$GW_PORT" 100 10                     # defaults
 start_gateway gw-att "$GW_ATT_PORT" 100 10             # defaults, attacked
 start_gateway gw-open "$GW_OPEN_PORT" 1000000000 1000000000 # limits raised: every attack runs bcrypt
@@ -245,6 +302,8 @@ BASIC="Basic $(printf 'bench-basic:basic-pass-1' | base64 -w0)"
 declare -A SCEN=(
     [upstream]="$UP_PORT|Accept: application/json"
     [nginx-key]="$NGX_PORT|X-Argilla-Api-Key: $KEY"
+    [relay-tcp]="$RELAY_PORT|X-Argilla-Api-Key: $KEY"
+    [haproxy-key]="$HAP_PORT|X-Argilla-Api-Key: $KEY"
     [caddy-basic]="$CADDY_PORT|Authorization: $BASIC"
     [gw-key]="$GW_PORT|X-Argilla-Api-Key: $KEY"
     [gw-basic]="$GW_PORT|Authorization: $BASIC"
@@ -255,6 +314,7 @@ declare -A SCEN=(
 # scenario -> PID of the proxy under test (nginx: the master; its worker is its child)
 declare -A PROXY_PID=(
     [upstream]=$upstream_PID [nginx-key]=$nginx_key_PID [caddy-basic]=$caddy_PID
+    [relay-tcp]=$relay_tcp_PID [haproxy-key]=$haproxy_key_PID
     [gw-key]=$gw_PID [gw-basic]=$gw_PID [gw-bearer]=$gw_PID
     [gw-att-key]=$gw_att_PID [gw-open-key]=$gw_open_PID
 )
@@ -336,13 +396,13 @@ print("\"proxy_cpu_us\":%.2f,\"upstream_cpu_us\":%.2f,\"proxy_csw\":%.3f,\"forei
 }
 
 log "warm-up (2 s each)"
-for s in upstream nginx-key caddy-basic gw-key gw-basic gw-bearer gw-att-key gw-open-key; do
+for s in upstream nginx-key relay-tcp haproxy-key caddy-basic gw-key gw-basic gw-bearer gw-att-key gw-open-key; do
     wrk_run "$s" 2 >/dev/null
 done
 sleep 1
 RSS_WARM=$(awk '/VmRSS/ {print $2}' "/proc/$gw_PID/status")
 
-ORDER=(upstream nginx-key caddy-basic gw-key gw-basic gw-bearer attack-default attack-raised)
+ORDER=(upstream nginx-key relay-tcp haproxy-key caddy-basic gw-key gw-basic gw-bearer attack-default attack-raised)
 for round in $(seq 1 "$ROUNDS"); do
     # rotate the order each round so no scenario always runs first or last
     n=${#ORDER[@]}
@@ -381,6 +441,7 @@ ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$BIG" ARGILLA_LOCAL_AUTH_SECRET_KEY="$SECRET" 
     echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "nginx=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
     echo "caddy=$(caddy version 2>&1 | head -1)"
+    echo "haproxy=HAProxy $("$HAPROXY" -v 2>&1 | head -1 | awk '{print $3}')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $1" "$2}')"
     echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
     echo "gateway=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (+ uncommitted changes)')"

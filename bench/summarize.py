@@ -50,6 +50,8 @@ def main() -> None:
     names = [
         ("upstream", "upstream nginx alone (the limit)"),
         ("nginx-key", "nginx: API-key `map` + proxy (peer for keys)"),
+        ("relay-tcp", "haproxy `mode tcp`: byte relay, no HTTP parsed (the floor, not a peer)"),
+        ("haproxy-key", "haproxy `mode http`: API-key `map` + proxy"),
         ("caddy-basic", "Caddy: `basicauth` (bcrypt, cached) + `reverse_proxy` (peer for Basic)"),
         ("gw-key", "gateway: API key"),
         ("gw-basic", "gateway: Basic, warm (bcrypt cost 10, cached)"),
@@ -149,11 +151,20 @@ def main() -> None:
     peak = max(rss_mb, rss_end_mb)
     w(f"| RSS ≤ 30 MB with {meta['users']} users | {peak:.1f} MB | {verdict(peak <= 30)} |")
     w(f"| {meta['big_users']}-user file loads in ≤ 1 s | {load_med:.2f} s | {verdict(load_med <= 1.0)} |")
+    if "relay-tcp" in by:
+        w(
+            f"\nThe floor: haproxy relaying bytes without parsing HTTP (each client connection paired "
+            f"with one upstream connection: the same reads and writes per request as any proxy) "
+            f"reaches {ratio('relay-tcp', 'nginx-key', 'rps'):.2f}× nginx-key's req/s, p99 "
+            f"{ratio('relay-tcp', 'nginx-key', 'p99_ms'):.2f}×; haproxy as an HTTP proxy with the same "
+            f"key map {ratio('haproxy-key', 'nginx-key', 'rps'):.2f}×. The gateway reaches "
+            f"{ratio('gw-key', 'relay-tcp', 'rps'):.2f}× the relay's req/s."
+        )
 
     w("\n### Machine\n")
     w(
         f"{meta['nproc']} CPUs ({meta['cpu']}), kernel {meta['kernel']}, {meta['os']}; "
-        f"nginx {meta['nginx']}, Caddy {meta['caddy']}, {meta['wrk']}, {meta['rustc']}; "
+        f"nginx {meta['nginx']}, Caddy {meta['caddy']}, {meta.get('haproxy', 'haproxy ?')}, {meta['wrk']}, {meta['rustc']}; "
         f"gateway {meta['gateway']}.\n"
     )
     w(f"Command: `{meta['command']}`")
