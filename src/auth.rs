@@ -10,7 +10,9 @@
 //! API keys are found by digest. bcrypt runs on the blocking pool under a concurrency bound, and
 //! a verified (user, password, hash) triple is remembered under a keyed hash, so the next
 //! request with it costs one HMAC and one map lookup. Because the stored hash is part of the
-//! key, a password change forgets the old entry by itself.
+//! key, a password change forgets the old entry by itself. Requests that arrive with the same
+//! (username, password, hash) while its check runs wait for that check instead of running
+//! bcrypt again, for unknown usernames too (so that coalescing cannot tell which names exist).
 
 use std::{
     collections::HashMap,
@@ -23,7 +25,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::Sha256;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::{
     error::Reject,
@@ -163,6 +165,24 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Reject> {
     Err(unauthenticated("unsupported authorization scheme"))
 }
 
+/// The check one request runs for others with the same credentials; leaving the map when it
+/// ends, however it ends (a dropped sender tells the waiters to run their own).
+struct Flight<'a> {
+    verifier: &'a Verifier,
+    key: Digest32,
+    done: watch::Sender<Option<bool>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.verifier
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
 /// bcrypt verification: bounded, off the async workers, remembered.
 pub struct Verifier {
     permits: Semaphore,
@@ -176,6 +196,8 @@ pub struct Verifier {
     ttl: Duration,
     capacity: usize,
     dummies: Mutex<HashMap<u32, Arc<str>>>,
+    /// Checks running now, by cache key; the receiver gets the result.
+    in_flight: Mutex<HashMap<Digest32, watch::Receiver<Option<bool>>>>,
     /// bcrypt checks run (for metrics).
     pub checks: std::sync::atomic::AtomicU64,
     /// Verifications answered from memory (for metrics).
@@ -197,6 +219,7 @@ impl Verifier {
             ttl,
             capacity,
             dummies: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             checks: 0.into(),
             cache_hits: 0.into(),
         }
@@ -230,22 +253,69 @@ impl Verifier {
     }
 
     /// Runs bcrypt for `password` against the user's hash, or against a dummy hash of the same
-    /// cost when there is no such user (so timing does not tell which usernames exist).
+    /// cost when there is no such user (so timing does not tell which usernames exist). While
+    /// the same (username, password, hash) is being checked, waits for that check instead.
     ///
     /// # Errors
     /// 429 when more checks are already waiting than the queue holds: a flood of wrong
     /// passwords is refused at once instead of piling up.
     pub async fn verify(
         &self,
+        username: &str,
         user: Option<&Arc<User>>,
         password: &str,
         cost: u32,
     ) -> Result<bool, Reject> {
-        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        // The key `remembered` looks up for a known user; for an unknown name, the name asked for
+        // and no hash (no user's key has an empty hash).
+        let key = match user {
+            Some(user) => self.cache_key(&user.username, password, &user.hashed_password),
+            None => self.cache_key(username, password, ""),
+        };
+        let mut leader = None;
+        let running = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let running = in_flight.get(&key).cloned();
+            if running.is_none() {
+                let (done, receiver) = watch::channel(None);
+                in_flight.insert(key, receiver);
+                leader = Some(Flight {
+                    verifier: self,
+                    key,
+                    done,
+                });
+            }
+            running
+        };
+        // The check runs elsewhere; if it was abandoned (its client left), run our own.
+        if let Some(mut running) = running
+            && let Ok(result) = running.wait_for(Option::is_some).await
+        {
+            return Ok(result.unwrap_or(false) && user.is_some());
+        }
         let hash: Arc<str> = match user {
             Some(user) => user.hashed_password.as_str().into(),
             None => self.dummy(cost).await,
         };
+        let result = self.check(user, password, hash, key).await;
+        if let (Some(leader), Ok(ok)) = (&leader, &result) {
+            leader.done.send_replace(Some(*ok));
+        }
+        result
+    }
+
+    /// bcrypt itself, in the queue and under the concurrency bound; remembers a verified pair.
+    async fn check(
+        &self,
+        user: Option<&Arc<User>>,
+        password: &str,
+        hash: Arc<str>,
+        key: Digest32,
+    ) -> Result<bool, Reject> {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
         if self.waiting.fetch_add(1, AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, AcqRel);
             return Err(Reject::TooManyRequests {
@@ -273,8 +343,7 @@ impl Verifier {
             return Ok(false);
         }
         let ok = result.await.unwrap_or(false);
-        if let (true, Some(user)) = (ok, user) {
-            let key = self.cache_key(&user.username, password, &user.hashed_password);
+        if ok && user.is_some() {
             let mut cache = self
                 .cache
                 .write()
@@ -289,6 +358,15 @@ impl Verifier {
             cache.insert(key, Instant::now() + self.ttl);
         }
         Ok(ok && user.is_some())
+    }
+
+    /// Checks running now (for tests).
+    #[must_use]
+    pub fn checks_in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     async fn dummy(&self, cost: u32) -> Arc<str> {
@@ -456,7 +534,7 @@ impl Authenticator<'_> {
         self.limiter.attempt(client, username)?;
         let verified = self
             .verifier
-            .verify(user, password, store.typical_cost())
+            .verify(username, user, password, store.typical_cost())
             .await;
         match (verified, user) {
             (Ok(true), Some(user)) => {
@@ -688,9 +766,9 @@ mod tests {
         let user = store.by_name("a").unwrap();
         let verifier = Verifier::new(1, Duration::from_secs(60), 10);
         assert!(!verifier.remembered(user, "pw"));
-        assert!(!verifier.verify(Some(user), "wrong", 4).await.unwrap());
+        assert!(!verifier.verify("a", Some(user), "wrong", 4).await.unwrap());
         assert!(!verifier.remembered(user, "wrong"));
-        assert!(verifier.verify(Some(user), "pw", 4).await.unwrap());
+        assert!(verifier.verify("a", Some(user), "pw", 4).await.unwrap());
         assert!(verifier.remembered(user, "pw"));
         let rehashed = bcrypt::hash("pw", 4).unwrap();
         let text = format!("- username: a\n  hashed_password: '{rehashed}'\n  api_key: k\n");
@@ -700,9 +778,136 @@ mod tests {
             "new hash, new key"
         );
         assert!(
-            !verifier.verify(None, "pw", 4).await.unwrap(),
+            !verifier.verify("nobody", None, "pw", 4).await.unwrap(),
             "unknown user never verifies"
         );
+    }
+
+    fn store_of(users: &[(&str, &str)]) -> UserStore {
+        let text = users
+            .iter()
+            .fold(String::new(), |mut text, (name, password)| {
+                let hash = bcrypt::hash(password, 4).unwrap();
+                let _ = writeln!(
+                    text,
+                    "- username: {name}\n  hashed_password: '{hash}'\n  api_key: key-{name}"
+                );
+                text
+            });
+        UserStore::parse(std::path::Path::new("u.yml"), text.as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_checks_of_the_same_credentials_run_bcrypt_once() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = store_of(&[("a", "pw"), ("b", "pw")]);
+        let (a, b) = (store.by_name("a"), store.by_name("b"));
+        // Each case: concurrent (username, user, password) checks, how many run bcrypt, and
+        // what each answers.
+        let cases: Vec<(&str, Vec<(&str, Option<&Arc<User>>, &str)>, u64, bool)> = vec![
+            (
+                "right password, 20 at once",
+                vec![("a", a, "pw"); 20],
+                1,
+                true,
+            ),
+            (
+                "wrong password, 20 at once",
+                vec![("a", a, "nope"); 20],
+                1,
+                false,
+            ),
+            (
+                "unknown name, 20 at once",
+                vec![("zed", None, "pw"); 20],
+                1,
+                false,
+            ),
+            (
+                "two users, same password",
+                vec![("a", a, "pw2"), ("b", b, "pw2")],
+                2,
+                false,
+            ),
+            (
+                "two unknown names",
+                vec![("x", None, "pw"), ("y", None, "pw")],
+                2,
+                false,
+            ),
+            (
+                "known and unknown name",
+                vec![("b", b, "x"), ("c", None, "x")],
+                2,
+                false,
+            ),
+        ];
+        for (case, calls, runs, answer) in cases {
+            let verifier = Verifier::new(2, Duration::from_secs(60), 100);
+            let results = futures_join(
+                calls
+                    .iter()
+                    .map(|(name, user, password)| verifier.verify(name, *user, password, 4)),
+            )
+            .await;
+            assert_eq!(verifier.checks.load(Relaxed), runs, "{case}: bcrypt runs");
+            assert!(
+                results.iter().all(|r| *r.as_ref().unwrap() == answer),
+                "{case}: {results:?}"
+            );
+            assert_eq!(
+                verifier.checks_in_flight(),
+                0,
+                "{case}: nothing left running"
+            );
+        }
+    }
+
+    /// Polls every future to completion on this task, together.
+    async fn futures_join<F: std::future::Future>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        let mut futures: Vec<_> = futures.map(Box::pin).map(Some).collect();
+        let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+                if let Some(future) = slot
+                    && let std::task::Poll::Ready(out) = future.as_mut().poll(cx)
+                {
+                    *output = Some(out);
+                    *slot = None;
+                }
+            }
+            if futures.iter().all(Option::is_none) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        outputs.into_iter().map(Option::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn a_waiter_runs_its_own_check_when_the_running_one_is_abandoned() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = store_of(&[("a", "pw")]);
+        let a = store.by_name("a");
+        let verifier = Verifier::new(1, Duration::from_secs(60), 100);
+        let mut leader = Box::pin(verifier.verify("a", a, "pw", 4));
+        let mut waiter = Box::pin(verifier.verify("a", a, "pw", 4));
+        std::future::poll_fn(|cx| {
+            assert!(leader.as_mut().poll(cx).is_pending());
+            assert!(waiter.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        assert_eq!(verifier.checks_in_flight(), 1, "one check, one waiter");
+        drop(leader); // its client went away
+        assert_eq!(verifier.checks_in_flight(), 0);
+        assert!(waiter.await.unwrap(), "the waiter got its own answer");
+        assert!(verifier.checks.load(Relaxed) >= 1);
+        assert!(verifier.remembered(a.unwrap(), "pw"));
     }
 
     #[tokio::test]
@@ -720,7 +925,7 @@ mod tests {
         for i in 0..5 {
             assert!(
                 verifier
-                    .verify(store.by_name(&format!("u{i}")), "pw", 4)
+                    .verify(&format!("u{i}"), store.by_name(&format!("u{i}")), "pw", 4)
                     .await
                     .unwrap()
             );

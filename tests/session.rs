@@ -584,3 +584,54 @@ async fn a_wrong_password_flood_is_refused_at_the_bcrypt_queue_not_queued_foreve
     );
     assert!(wrong >= 1, "the queue still serves: {wrong} checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_with_the_same_password_run_bcrypt_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Cost 10: one check takes long enough for all eight to arrive while it runs (eight: the
+    // per-username budget counts attempts in flight, ten by default).
+    let hash = bcrypt::hash("alice-pw", 10).unwrap();
+    let upstream = Upstream::start().await;
+    let mut options = Options::new(&upstream);
+    options.users_yaml = Some(format!(
+        "- username: alice\n  hashed_password: '{hash}'\n  api_key: alice-key\n  workspaces: [team-a]\n"
+    ));
+    let gateway = options.start().await;
+    let url = gateway.url("/api/datasets/a1?workspace=team-a");
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                get(&url, &[("authorization", &basic("alice", "alice-pw"))]).await
+            })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        gateway.state.verifier.checks.load(Relaxed),
+        1,
+        "one bcrypt check for eight requests that arrived together"
+    );
+    let wrong: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(
+                async move { get(&url, &[("authorization", &basic("alice", "wrong"))]).await },
+            )
+        })
+        .collect();
+    for request in wrong {
+        assert_eq!(
+            request.await.unwrap().status,
+            401,
+            "each wrong guess is refused"
+        );
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        8,
+        "only the verified requests went upstream"
+    );
+}
