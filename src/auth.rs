@@ -10,9 +10,10 @@
 //! API keys are found by digest. bcrypt runs on the blocking pool under a concurrency bound, and
 //! a verified (user, password, hash) triple is remembered under a keyed hash, so the next
 //! request with it costs one HMAC and one map lookup. Because the stored hash is part of the
-//! key, a password change forgets the old entry by itself. Requests that arrive with the same
-//! (username, password, hash) while its check runs wait for that check instead of running
-//! bcrypt again, for unknown usernames too (so that coalescing cannot tell which names exist).
+//! key, a password change forgets the old entry by itself, and an entry in use does not expire.
+//! Requests that arrive with the same (username, password, hash) while its check runs wait for
+//! that check instead of running bcrypt again, for unknown usernames too (so that coalescing
+//! cannot tell which names exist), and take no place in the failure budgets while they wait.
 
 use std::{
     collections::HashMap,
@@ -165,9 +166,17 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Reject> {
     Err(unauthenticated("unsupported authorization scheme"))
 }
 
+/// What a password check is to the request that needs it ([`Verifier::turn`]).
+pub enum Turn<'a> {
+    /// No check of these credentials is running: this request runs it.
+    Lead(Flight<'a>),
+    /// One is running: this request waits for its answer ([`Verifier::answer`]).
+    Wait(watch::Receiver<Option<bool>>),
+}
+
 /// The check one request runs for others with the same credentials; leaving the map when it
-/// ends, however it ends (a dropped sender tells the waiters to run their own).
-struct Flight<'a> {
+/// ends, however it ends (a dropped sender tells the waiters to take their own turn).
+pub struct Flight<'a> {
     verifier: &'a Verifier,
     key: Digest32,
     done: watch::Sender<Option<bool>>,
@@ -235,30 +244,101 @@ impl Verifier {
         mac.finalize().into_bytes().into()
     }
 
-    /// Whether `password` was verified for this user and hash within the TTL: no bcrypt.
+    /// Whether `password` was verified for this user and hash and used within the TTL: no
+    /// bcrypt. A use keeps it (the stored hash is part of the key, so a password change still
+    /// forgets it): a client that keeps sending it is never re-checked under load.
     #[must_use]
     pub fn remembered(&self, user: &User, password: &str) -> bool {
         let key = self.cache_key(&user.username, password, &user.hashed_password);
-        let hit = self
+        let now = Instant::now();
+        let expires = self
             .cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .is_some_and(|&expires| expires > Instant::now());
-        if hit {
-            self.cache_hits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .copied();
+        let Some(expires) = expires.filter(|&expires| expires > now) else {
+            return false;
+        };
+        // Renewed at most every half TTL: the write lock stays rare.
+        if expires - now < self.ttl / 2 {
+            self.cache
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, now + self.ttl);
         }
-        hit
+        self.cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
-    /// Runs bcrypt for `password` against the user's hash, or against a dummy hash of the same
-    /// cost when there is no such user (so timing does not tell which usernames exist). While
-    /// the same (username, password, hash) is being checked, waits for that check instead.
+    /// Whose turn it is to check these credentials: this request's, or a running check's that
+    /// it waits for (same username, password and stored hash; for an unknown username, the
+    /// name asked for, so that coalescing cannot tell which names exist).
+    #[must_use]
+    pub fn turn(&self, username: &str, user: Option<&Arc<User>>, password: &str) -> Turn<'_> {
+        // The key `remembered` looks up for a known user; for an unknown name, the name asked for
+        // and no hash (no user's key has an empty hash).
+        let key = match user {
+            Some(user) => self.cache_key(&user.username, password, &user.hashed_password),
+            None => self.cache_key(username, password, ""),
+        };
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = in_flight.get(&key) {
+            return Turn::Wait(running.clone());
+        }
+        let (done, receiver) = watch::channel(None);
+        in_flight.insert(key, receiver);
+        Turn::Lead(Flight {
+            verifier: self,
+            key,
+            done,
+        })
+    }
+
+    /// Runs the check this request leads: bcrypt for `password` against the user's hash, or
+    /// against a dummy hash of the same cost when there is no such user (so timing does not tell
+    /// which usernames exist); then tells the requests waiting for it.
     ///
     /// # Errors
     /// 429 when more checks are already waiting than the queue holds: a flood of wrong
     /// passwords is refused at once instead of piling up.
+    pub async fn lead(
+        &self,
+        flight: Flight<'_>,
+        user: Option<&Arc<User>>,
+        password: &str,
+        cost: u32,
+    ) -> Result<bool, Reject> {
+        let hash: Arc<str> = match user {
+            Some(user) => user.hashed_password.as_str().into(),
+            None => self.dummy(cost).await,
+        };
+        let result = self.check(user, password, hash, flight.key).await;
+        if let Ok(ok) = result {
+            flight.done.send_replace(Some(ok));
+        }
+        result
+    }
+
+    /// The answer of the check `running` waits for; `None` when that check was abandoned (its
+    /// request went away or was refused) and the waiter must take its own turn.
+    pub async fn answer(running: &mut watch::Receiver<Option<bool>>) -> Option<bool> {
+        running
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|answer| *answer)
+    }
+
+    /// [`Verifier::turn`], then [`Verifier::lead`] or [`Verifier::answer`]: whether `password` is
+    /// the user's (never for an unknown user).
+    ///
+    /// # Errors
+    /// As [`Verifier::lead`].
     pub async fn verify(
         &self,
         username: &str,
@@ -266,45 +346,16 @@ impl Verifier {
         password: &str,
         cost: u32,
     ) -> Result<bool, Reject> {
-        // The key `remembered` looks up for a known user; for an unknown name, the name asked for
-        // and no hash (no user's key has an empty hash).
-        let key = match user {
-            Some(user) => self.cache_key(&user.username, password, &user.hashed_password),
-            None => self.cache_key(username, password, ""),
-        };
-        let mut leader = None;
-        let running = {
-            let mut in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let running = in_flight.get(&key).cloned();
-            if running.is_none() {
-                let (done, receiver) = watch::channel(None);
-                in_flight.insert(key, receiver);
-                leader = Some(Flight {
-                    verifier: self,
-                    key,
-                    done,
-                });
+        loop {
+            match self.turn(username, user, password) {
+                Turn::Lead(flight) => return self.lead(flight, user, password, cost).await,
+                Turn::Wait(mut running) => {
+                    if let Some(ok) = Self::answer(&mut running).await {
+                        return Ok(ok && user.is_some());
+                    }
+                }
             }
-            running
-        };
-        // The check runs elsewhere; if it was abandoned (its client left), run our own.
-        if let Some(mut running) = running
-            && let Ok(result) = running.wait_for(Option::is_some).await
-        {
-            return Ok(result.unwrap_or(false) && user.is_some());
         }
-        let hash: Arc<str> = match user {
-            Some(user) => user.hashed_password.as_str().into(),
-            None => self.dummy(cost).await,
-        };
-        let result = self.check(user, password, hash, key).await;
-        if let (Some(leader), Ok(ok)) = (&leader, &result) {
-            leader.done.send_replace(Some(*ok));
-        }
-        result
     }
 
     /// bcrypt itself, in the queue and under the concurrency bound; remembers a verified pair.
@@ -529,25 +580,45 @@ impl Authenticator<'_> {
         {
             return Ok(user.clone());
         }
-        // The attempt takes its place in the budgets before bcrypt runs, so that attempts
-        // already in flight cannot slip past a budget that is about to be spent.
-        self.limiter.attempt(client, username)?;
-        let verified = self
-            .verifier
-            .verify(username, user, password, store.typical_cost())
-            .await;
-        match (verified, user) {
-            (Ok(true), Some(user)) => {
-                self.limiter.succeeded(client, username);
-                return Ok(user.clone());
+        loop {
+            match self.verifier.turn(username, user, password) {
+                Turn::Wait(mut running) => {
+                    // The same credentials are being checked: one guess, not another, so this
+                    // request takes no place in the budgets while it waits (taking one would
+                    // refuse a client's own concurrent first requests). A spent budget still
+                    // refuses it, and a wrong answer still counts as its failure.
+                    self.limiter.check(client, Some(username))?;
+                    let Some(ok) = Verifier::answer(&mut running).await else {
+                        continue; // that check was abandoned: take our own turn
+                    };
+                    if let (true, Some(user)) = (ok, user) {
+                        return Ok(user.clone());
+                    }
+                    self.limiter.fail(client, Some(username));
+                    return Err(bad_basic("wrong username or password"));
+                }
+                Turn::Lead(flight) => {
+                    // The attempt takes its place in the budgets before bcrypt runs, so that
+                    // attempts already in flight cannot slip past a budget about to be spent.
+                    self.limiter.attempt(client, username)?;
+                    let verified = self
+                        .verifier
+                        .lead(flight, user, password, store.typical_cost())
+                        .await;
+                    match (verified, user) {
+                        (Ok(true), Some(user)) => {
+                            self.limiter.succeeded(client, username);
+                            return Ok(user.clone());
+                        }
+                        (Err(busy), _) => {
+                            self.limiter.succeeded(client, username);
+                            return Err(busy);
+                        }
+                        _ => return Err(bad_basic("wrong username or password")),
+                    }
+                }
             }
-            (Err(busy), _) => {
-                self.limiter.succeeded(client, username);
-                return Err(busy);
-            }
-            _ => {}
         }
-        Err(bad_basic("wrong username or password"))
     }
 }
 
@@ -908,6 +979,22 @@ mod tests {
         assert!(waiter.await.unwrap(), "the waiter got its own answer");
         assert!(verifier.checks.load(Relaxed) >= 1);
         assert!(verifier.remembered(a.unwrap(), "pw"));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_password_in_use_does_not_expire() {
+        let store = store_of(&[("a", "pw")]);
+        let a = store.by_name("a").unwrap();
+        let verifier = Verifier::new(1, Duration::from_millis(400), 10);
+        assert!(verifier.verify("a", Some(a), "pw", 4).await.unwrap());
+        // Used every 150 ms for 1.2 s: three TTLs, never re-checked.
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(verifier.remembered(a, "pw"), "kept while in use");
+        }
+        // Unused for longer than the TTL: forgotten.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!verifier.remembered(a, "pw"), "forgotten once unused");
     }
 
     #[tokio::test]

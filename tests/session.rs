@@ -585,11 +585,25 @@ async fn a_wrong_password_flood_is_refused_at_the_bcrypt_queue_not_queued_foreve
     assert!(wrong >= 1, "the queue still serves: {wrong} checked");
 }
 
+/// `n` concurrent GETs with Basic `user:password`; their statuses.
+async fn together(url: &str, user: &str, password: &str, n: usize) -> Vec<u16> {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, credential) = (url.to_owned(), basic(user, password));
+            tokio::spawn(async move { get(&url, &[("authorization", &credential)]).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap().status.as_u16());
+    }
+    statuses
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_with_the_same_password_run_bcrypt_once() {
     use std::sync::atomic::Ordering::Relaxed;
-    // Cost 10: one check takes long enough for all eight to arrive while it runs (eight: the
-    // per-username budget counts attempts in flight, ten by default).
+    // Cost 10: one check takes long enough for all requests to arrive while it runs.
     let hash = bcrypt::hash("alice-pw", 10).unwrap();
     let upstream = Upstream::start().await;
     let mut options = Options::new(&upstream);
@@ -598,40 +612,27 @@ async fn concurrent_first_requests_with_the_same_password_run_bcrypt_once() {
     ));
     let gateway = options.start().await;
     let url = gateway.url("/api/datasets/a1?workspace=team-a");
-    let requests: Vec<_> = (0..8)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                get(&url, &[("authorization", &basic("alice", "alice-pw"))]).await
-            })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.await.unwrap().status, 200);
-    }
+    // More than the per-username budget (10): requests that wait for the running check take
+    // no place in it, so a client's own burst of first requests is not refused.
+    let statuses = together(&url, "alice", "alice-pw", 16).await;
+    assert_eq!(statuses, [200; 16]);
     assert_eq!(
         gateway.state.verifier.checks.load(Relaxed),
         1,
-        "one bcrypt check for eight requests that arrived together"
+        "one bcrypt check for sixteen requests that arrived together"
     );
-    let wrong: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(
-                async move { get(&url, &[("authorization", &basic("alice", "wrong"))]).await },
-            )
-        })
-        .collect();
-    for request in wrong {
-        assert_eq!(
-            request.await.unwrap().status,
-            401,
-            "each wrong guess is refused"
-        );
-    }
-    assert_eq!(
-        upstream.requests().len(),
-        8,
-        "only the verified requests went upstream"
+    assert_eq!(upstream.requests().len(), 16);
+
+    // Wrong guesses coalesce too, and each still counts as a failure: twelve of them spend the
+    // budget of ten, so the next guess is refused before bcrypt.
+    let statuses = together(&url, "alice", "wrong", 12).await;
+    assert_eq!(statuses, [401; 12], "each wrong guess is refused");
+    let checks = gateway.state.verifier.checks.load(Relaxed);
+    assert!(
+        checks < 12,
+        "coalesced: {checks} bcrypt runs for the twelve"
     );
+    let next = together(&url, "alice", "another-guess", 1).await;
+    assert_eq!(next, [429], "the waiters' failures were counted");
+    assert_eq!(upstream.requests().len(), 16, "no guess went upstream");
 }
