@@ -167,7 +167,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Reject> {
 }
 
 /// What a password check is to the request that needs it ([`Verifier::turn`]).
-pub enum Turn<'a> {
+enum Turn<'a> {
     /// No check of these credentials is running: this request runs it.
     Lead(Flight<'a>),
     /// One is running: this request waits for its answer ([`Verifier::answer`]).
@@ -176,7 +176,7 @@ pub enum Turn<'a> {
 
 /// The check one request runs for others with the same credentials; leaving the map when it
 /// ends, however it ends (a dropped sender tells the waiters to take their own turn).
-pub struct Flight<'a> {
+struct Flight<'a> {
     verifier: &'a Verifier,
     key: Digest32,
     done: watch::Sender<Option<bool>>,
@@ -276,7 +276,7 @@ impl Verifier {
     /// it waits for (same username, password and stored hash; for an unknown username, the
     /// name asked for, so that coalescing cannot tell which names exist).
     #[must_use]
-    pub fn turn(&self, username: &str, user: Option<&Arc<User>>, password: &str) -> Turn<'_> {
+    fn turn(&self, username: &str, user: Option<&Arc<User>>, password: &str) -> Turn<'_> {
         // The key `remembered` looks up for a known user; for an unknown name, the name asked for
         // and no hash (no user's key has an empty hash).
         let key = match user {
@@ -306,7 +306,7 @@ impl Verifier {
     /// # Errors
     /// 429 when more checks are already waiting than the queue holds: a flood of wrong
     /// passwords is refused at once instead of piling up.
-    pub async fn lead(
+    async fn lead(
         &self,
         flight: Flight<'_>,
         user: Option<&Arc<User>>,
@@ -326,7 +326,7 @@ impl Verifier {
 
     /// The answer of the check `running` waits for; `None` when that check was abandoned (its
     /// request went away or was refused) and the waiter must take its own turn.
-    pub async fn answer(running: &mut watch::Receiver<Option<bool>>) -> Option<bool> {
+    async fn answer(running: &mut watch::Receiver<Option<bool>>) -> Option<bool> {
         running
             .wait_for(Option::is_some)
             .await
@@ -334,12 +334,14 @@ impl Verifier {
             .and_then(|answer| *answer)
     }
 
-    /// [`Verifier::turn`], then [`Verifier::lead`] or [`Verifier::answer`]: whether `password` is
-    /// the user's (never for an unknown user).
+    /// [`Verifier::turn`], then [`Verifier::lead`] or [`Verifier::answer`], without the failure
+    /// budgets that [`Authenticator::password`] keeps around them: whether `password` is the
+    /// user's (never for an unknown user).
     ///
     /// # Errors
     /// As [`Verifier::lead`].
-    pub async fn verify(
+    #[cfg(test)]
+    async fn verify(
         &self,
         username: &str,
         user: Option<&Arc<User>>,
@@ -411,9 +413,9 @@ impl Verifier {
         Ok(ok && user.is_some())
     }
 
-    /// Checks running now (for tests).
-    #[must_use]
-    pub fn checks_in_flight(&self) -> usize {
+    /// Checks running now.
+    #[cfg(test)]
+    fn checks_in_flight(&self) -> usize {
         self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

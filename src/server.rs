@@ -169,8 +169,6 @@ struct Trace {
     user: Option<String>,
     workspace: Option<String>,
     request_id: HeaderValue,
-    /// Whether the client connection is TLS (for `X-Forwarded-Proto`).
-    secure: bool,
 }
 
 /// The client's `X-Request-Id` when it is a plain token (so it cannot forge log lines), else a
@@ -271,7 +269,6 @@ async fn serve(
                 query: query.as_deref(),
                 upgrade,
                 request_id: trace.request_id.clone(),
-                secure: trace.secure,
             };
             forward(state, parts, body.boxed(), conn, target).await
         }
@@ -329,7 +326,6 @@ async fn forward_api(
         query: decision.query.as_deref(),
         upgrade,
         request_id: trace.request_id.clone(),
-        secure: trace.secure,
     };
     let response = forward(state, parts, body, conn, target).await?;
     match &decision.filter {
@@ -352,7 +348,6 @@ struct Target<'a> {
     /// The protocol the client asked to switch to, and its side of the switch.
     upgrade: Option<(HeaderValue, OnUpgrade)>,
     request_id: HeaderValue,
-    secure: bool,
 }
 
 async fn forward(
@@ -367,7 +362,6 @@ async fn forward(
         query,
         upgrade,
         request_id,
-        secure,
     } = target;
     let uri = state.base.uri(parts.uri.path(), query)?;
     let trusted = &state.config.rate_limit.trusted_proxies;
@@ -396,7 +390,7 @@ async fn forward(
             forwarded_for,
             forwarded_host,
             request_id: Some(request_id),
-            secure,
+            secure: conn.secure,
         },
     );
     let client_side = upgrade.map(|(protocol, client_side)| {
@@ -445,7 +439,6 @@ pub async fn handle(
         user: None,
         workspace: None,
         request_id: request_id(request.headers()),
-        secure: conn.secure,
     };
     let (mut response, reason) = match serve(&state, request, &conn, &mut trace).await {
         Ok(response) => (response, None),
