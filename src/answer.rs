@@ -1,7 +1,7 @@
 //! The routes the gateway answers itself: `GET /healthz`, `GET /api/me` and the web app's login
 //! `POST /api/security/token`, in Argilla 1.5's shapes.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -69,18 +69,19 @@ pub fn me(identity: &Identity) -> Response<Body> {
     json_response(StatusCode::OK, &Value::Object(body))
 }
 
-/// Reads a body the gateway must see, up to `limit` bytes.
+/// Reads a body the gateway must see, up to `limit` bytes and within `deadline` for all of it.
 ///
 /// # Errors
-/// 413 past the limit, 400 when the client's body breaks off.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Reject> {
+/// 413 past the limit, 408 past the deadline, 400 when the client's body breaks off.
+pub async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<Bytes, Reject> {
     use hyper::body::Body as _;
     // A declared length over the limit is refused before anything is read (and before a client
     // that sent `Expect: 100-continue` is told to go on).
     if body.size_hint().lower() > limit as u64 {
         return Err(Reject::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(deadline, Limited::new(body, limit).collect());
+    match read.await.map_err(|_| Reject::RequestTimeout)? {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(Reject::PayloadTooLarge { limit })
@@ -103,13 +104,15 @@ fn missing(field: &str) -> Reject {
 ///
 /// # Errors
 /// 422 for a body that is not a form with both fields, 401 for wrong credentials, 400 for a
-/// disabled user, 429 when a failure budget is spent.
+/// disabled user, 429 when a failure budget is spent, 413 and 408 for a body over `limit` or
+/// not sent within `deadline`.
 pub async fn login(
     auth: &Authenticator<'_>,
     tokens: &Tokens,
     request: Request<Incoming>,
     client: IpAddr,
     limit: usize,
+    deadline: Duration,
 ) -> Result<Response<Body>, Reject> {
     let is_form = request
         .headers()
@@ -120,7 +123,7 @@ pub async fn login(
             v.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    let bytes = read_body(request.into_body(), limit).await?;
+    let bytes = read_body(request.into_body(), limit, deadline).await?;
     if !is_form {
         return Err(missing("username"));
     }

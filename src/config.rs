@@ -59,6 +59,12 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Time allowed for the upstream to start answering (status and headers).
     pub response_timeout: Duration,
+    /// Open upstream connections at most, idle ones included.
+    pub max_connections: usize,
+    /// Requests one client connection may have in flight upstream at once (HTTP/2 streams).
+    pub max_connections_per_client: usize,
+    /// How long an unused upstream connection is kept open.
+    pub idle_timeout: Duration,
 }
 
 /// Authentication settings.
@@ -121,6 +127,15 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most client connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Most client connections that have not yet authenticated a request; past it the oldest
+    /// of them is closed to make room.
+    pub max_unauthenticated_connections: usize,
+    /// Time for a body the gateway reads itself (login, dataset create and copy, the dataset
+    /// list) to arrive whole.
+    pub body_read_timeout: Duration,
+    /// Longest pause within a streamed body, either way, and longest wait for a client to take
+    /// the next bytes of an answer.
+    pub body_idle_timeout: Duration,
 }
 
 /// TLS termination: PEM files of the certificate chain and its private key.
@@ -193,6 +208,9 @@ struct RawUpstream {
     api_key: Option<String>,
     connect_timeout_secs: Option<u64>,
     response_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +251,9 @@ struct RawLimits {
     grace_period_secs: Option<u64>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_unauthenticated_connections: Option<usize>,
+    body_read_timeout_secs: Option<u64>,
+    body_idle_timeout_secs: Option<u64>,
 }
 
 /// Collects one value per setting: environment first, then file, then default, and remembers
@@ -389,6 +410,33 @@ impl Config {
             "upstream.response_timeout_secs",
             300,
         )?);
+        let upstream_max_connections = src.parsed(
+            "ARGILLA_GATEWAY_UPSTREAM_MAX_CONNECTIONS",
+            raw.upstream.max_connections,
+            "upstream.max_connections",
+            4096,
+        )?;
+        positive("upstream.max_connections", upstream_max_connections)?;
+        let max_connections_per_client = src.parsed(
+            "ARGILLA_GATEWAY_UPSTREAM_MAX_CONNECTIONS_PER_CLIENT",
+            raw.upstream.max_connections_per_client,
+            "upstream.max_connections_per_client",
+            32,
+        )?;
+        positive(
+            "upstream.max_connections_per_client",
+            max_connections_per_client,
+        )?;
+        let idle_timeout_secs = src.parsed(
+            "ARGILLA_GATEWAY_UPSTREAM_IDLE_TIMEOUT_SECS",
+            raw.upstream.idle_timeout_secs,
+            "upstream.idle_timeout_secs",
+            4,
+        )?;
+        positive(
+            "upstream.idle_timeout_secs",
+            usize::try_from(idle_timeout_secs).unwrap_or(usize::MAX),
+        )?;
 
         let users_file = src.string(
             "ARGILLA_LOCAL_AUTH_USERS_DB_FILE",
@@ -577,6 +625,40 @@ impl Config {
             10_000,
         )?;
         positive("limits.max_connections", max_connections)?;
+        let max_unauthenticated_connections = src.parsed(
+            "ARGILLA_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS",
+            raw.limits.max_unauthenticated_connections,
+            "limits.max_unauthenticated_connections",
+            max_connections.div_ceil(2),
+        )?;
+        if max_unauthenticated_connections == 0 || max_unauthenticated_connections > max_connections
+        {
+            return Err(Error::Config(format!(
+                "limits.max_unauthenticated_connections / \
+                 ARGILLA_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS must be between 1 and \
+                 limits.max_connections ({max_connections}), got {max_unauthenticated_connections}"
+            )));
+        }
+        let body_read_timeout = src.parsed(
+            "ARGILLA_GATEWAY_BODY_READ_TIMEOUT_SECS",
+            raw.limits.body_read_timeout_secs,
+            "limits.body_read_timeout_secs",
+            60,
+        )?;
+        positive(
+            "limits.body_read_timeout_secs",
+            usize::try_from(body_read_timeout).unwrap_or(usize::MAX),
+        )?;
+        let body_idle_timeout = src.parsed(
+            "ARGILLA_GATEWAY_BODY_IDLE_TIMEOUT_SECS",
+            raw.limits.body_idle_timeout_secs,
+            "limits.body_idle_timeout_secs",
+            60,
+        )?;
+        positive(
+            "limits.body_idle_timeout_secs",
+            usize::try_from(body_idle_timeout).unwrap_or(usize::MAX),
+        )?;
         let metrics_listen = src
             .pick(
                 "ARGILLA_GATEWAY_METRICS_LISTEN",
@@ -656,6 +738,9 @@ impl Config {
                 api_key_is_default,
                 connect_timeout,
                 response_timeout,
+                max_connections: upstream_max_connections,
+                max_connections_per_client,
+                idle_timeout: secs(idle_timeout_secs),
             },
             auth: Auth {
                 users_file_explicit: users_file.is_some(),
@@ -685,6 +770,9 @@ impl Config {
                 grace_period,
                 max_header_bytes,
                 max_connections,
+                max_unauthenticated_connections,
+                body_read_timeout: secs(body_read_timeout),
+                body_idle_timeout: secs(body_idle_timeout),
             },
             log_format,
             metrics_listen,

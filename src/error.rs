@@ -107,6 +107,10 @@ pub enum Reject {
         /// The configured limit.
         limit: usize,
     },
+    /// The client did not send its request body in time (whole-body deadline or idle
+    /// timeout). The connection is closed after the answer.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// The upstream could not be reached or failed mid-way.
     #[error("upstream request failed")]
     Upstream(#[source] crate::upstream::Error),
@@ -130,6 +134,7 @@ impl Reject {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Upstream(_) | Self::UpstreamResponse(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -167,6 +172,10 @@ impl Reject {
             Self::PayloadTooLarge { limit } => (
                 "BadRequestError",
                 json!({"message": format!("Request body larger than the gateway's limit of {limit} bytes")}),
+            ),
+            Self::RequestTimeout => (
+                "BadRequestError",
+                json!({"message": "The request body did not arrive in time; the connection is closed"}),
             ),
             Self::Upstream(_) => (
                 "GenericServerError",
@@ -209,6 +218,10 @@ impl Reject {
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),
                 );
+            }
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            Self::RequestTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -290,6 +303,7 @@ mod tests {
             Reject::BadRequest("b".into()),
             Reject::Forbidden("f".into()),
             Reject::PayloadTooLarge { limit: 1 },
+            Reject::RequestTimeout,
             Reject::UpstreamTimeout(Duration::from_secs(1)),
             Reject::UpstreamResponse("x".into()),
             Reject::Validation {
@@ -299,6 +313,6 @@ mod tests {
             },
         ];
         let statuses: Vec<u16> = all.iter().map(|r| r.status().as_u16()).collect();
-        assert_eq!(statuses, [400, 400, 403, 413, 504, 502, 422]);
+        assert_eq!(statuses, [400, 400, 403, 413, 408, 504, 502, 422]);
     }
 }

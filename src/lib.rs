@@ -10,6 +10,7 @@
 //! [`users::Users`] holds the users file as one snapshot and swaps it whole on every reload.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod answer;
 pub mod auth;
 pub mod body;

@@ -34,9 +34,9 @@ pub const ROUTES: [&str; 15] = [
 ];
 
 /// Status codes counted one by one; anything else is counted as `other`.
-const STATUSES: [u16; 24] = [
-    101, 200, 201, 204, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 409, 413, 422, 429, 431,
-    500, 501, 502, 503, 504,
+const STATUSES: [u16; 26] = [
+    101, 200, 201, 204, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413, 422, 429,
+    431, 499, 500, 501, 502, 503, 504,
 ];
 
 /// Upper bounds of the upstream latency histogram, in seconds.
@@ -214,6 +214,25 @@ impl Metrics {
             "Requests being served now.",
             self.in_flight.load(Ordering::Relaxed) as f64,
         );
+        counter(
+            &mut out,
+            "argilla_gateway_upstream_retries_total",
+            "Requests lost on a reused upstream connection and sent again on a fresh one.",
+            extra.upstream_retries,
+        );
+        #[expect(clippy::cast_precision_loss, reason = "a connection count")]
+        gauge(
+            &mut out,
+            "argilla_gateway_upstream_connections",
+            "Upstream connections open now, idle ones included.",
+            extra.upstream_connections as f64,
+        );
+        counter(
+            &mut out,
+            "argilla_gateway_unauthenticated_connections_closed_total",
+            "Client connections closed before authenticating, to make room for newer ones.",
+            extra.evicted_connections,
+        );
         self.render_latency(&mut out);
         out
     }
@@ -284,6 +303,12 @@ pub struct Extra {
     pub rate_limited: u64,
     /// The users-file reload status.
     pub reloads: ReloadStatus,
+    /// Requests sent again on a fresh upstream connection.
+    pub upstream_retries: u64,
+    /// Upstream connections open now.
+    pub upstream_connections: usize,
+    /// Unauthenticated client connections closed to make room.
+    pub evicted_connections: u64,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {

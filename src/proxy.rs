@@ -4,12 +4,11 @@
 //!
 //! Only the dataset list is read on its way back, to filter it to the user's workspaces.
 
-use std::{collections::HashSet, net::IpAddr, sync::Arc};
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header, request::Parts,
-    uri::PathAndQuery,
+    HeaderMap, HeaderName, HeaderValue, Response, Uri, header, request::Parts, uri::PathAndQuery,
 };
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
@@ -21,7 +20,7 @@ use crate::{
     error::Reject,
     metrics::Metrics,
     policy::WORKSPACE_HEADERS,
-    upstream::Affinity,
+    upstream::{Affinity, Error as UpstreamError, Outgoing},
 };
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the non-standard ones proxies still see).
@@ -64,11 +63,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes everything a client could use to speak for someone: hop-by-hop headers, `Host`,
-/// credentials, identity and forwarding headers, and the workspace headers (the workspace
-/// travels in the rewritten query).
+/// credentials, identity and forwarding headers, the workspace headers (the workspace
+/// travels in the rewritten query), and `Cookie`: Argilla 1.5 reads no cookie, and the web
+/// app keeps its login token in one (`auth._token.local`).
 pub fn clean_request_headers(headers: &mut HeaderMap) {
     strip(headers, |name| {
         name == "host"
+            || name == "cookie"
             || HOP_BY_HOP.contains(&name)
             || CREDENTIAL_HEADERS.contains(&name)
             || IDENTITY_HEADERS.contains(&name)
@@ -235,23 +236,25 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// (except, on a `101 Switching Protocols`, the two that say what was switched to).
 ///
 /// # Errors
-/// 502 when the upstream cannot be reached, 504 when it does not answer in time.
+/// 502 when the upstream cannot be reached, 504 when it does not answer in time, 408 when the
+/// client's streamed body stalled before the upstream answered.
 pub async fn send(
     affinity: &Arc<Affinity>,
     upstream: &Upstream,
     metrics: &Metrics,
     mut parts: Parts,
     uri: Uri,
-    body: Body,
+    body: Outgoing,
 ) -> Result<Response<Body>, Reject> {
     parts.uri = uri;
-    parts.version = http::Version::HTTP_11;
-    let request = Request::from_parts(parts, body);
     let started = std::time::Instant::now();
-    let response = tokio::time::timeout(upstream.response_timeout, affinity.send(request))
+    let response = tokio::time::timeout(upstream.response_timeout, affinity.send(parts, body))
         .await
         .map_err(|_| Reject::UpstreamTimeout(upstream.response_timeout))?
-        .map_err(Reject::Upstream)?;
+        .map_err(|e| match e {
+            UpstreamError::Stalled(_) => Reject::RequestTimeout,
+            other => Reject::Upstream(other),
+        })?;
     metrics.upstream_answered(started.elapsed());
     let (mut parts, body) = response.into_parts();
     let switched = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
@@ -264,17 +267,19 @@ pub async fn send(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, body))
 }
 
-/// Keeps only the datasets of `workspaces` in a dataset-list answer.
+/// Keeps only the datasets of `workspaces` in a dataset-list answer, read whole within
+/// `deadline`.
 ///
 /// # Errors
-/// 502 when the upstream's answer is compressed, too large or not a JSON array.
+/// 502 when the upstream's answer is compressed, too large, late or not a JSON array.
 pub async fn filter_datasets(
     response: Response<Body>,
     workspaces: &[String],
     limit: usize,
+    deadline: Duration,
 ) -> Result<Response<Body>, Reject> {
     if !response.status().is_success() {
         return Ok(response);
@@ -289,9 +294,14 @@ pub async fn filter_datasets(
             "dataset list arrived compressed although identity was asked for".into(),
         ));
     }
-    let bytes: Bytes = Limited::new(body, limit)
-        .collect()
+    let bytes: Bytes = tokio::time::timeout(deadline, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| {
+            Reject::UpstreamResponse(format!(
+                "dataset list not read within {}s",
+                deadline.as_secs()
+            ))
+        })?
         .map_err(|e| Reject::UpstreamResponse(format!("dataset list unreadable: {e}")))?
         .to_bytes();
     let Value::Array(items) = serde_json::from_slice(&bytes)
@@ -323,6 +333,8 @@ pub async fn filter_datasets(
 mod tests {
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
@@ -353,6 +365,10 @@ mod tests {
             ("x-argilla-workspace", "team-b"),
             ("x-rubrix-workspace", "team-b"),
             ("x-remote-user", "root"),
+            (
+                "cookie",
+                "auth._token.local=Bearer%20eyJ; auth.strategy=local",
+            ),
             ("accept", "application/json"),
             ("content-type", "application/json"),
         ]);
@@ -452,9 +468,14 @@ mod tests {
             .header(header::CONTENT_LENGTH, body.len())
             .body(full(body))
             .unwrap();
-        let filtered = filter_datasets(response, &["team-a".into(), "alice".into()], 1 << 20)
-            .await
-            .unwrap();
+        let filtered = filter_datasets(
+            response,
+            &["team-a".into(), "alice".into()],
+            1 << 20,
+            SECOND,
+        )
+        .await
+        .unwrap();
         let length: usize = filtered.headers()[header::CONTENT_LENGTH]
             .to_str()
             .unwrap()
@@ -477,7 +498,7 @@ mod tests {
             .body(full("xx"))
             .unwrap();
         assert_eq!(
-            filter_datasets(response, &[], 100)
+            filter_datasets(response, &[], 100, SECOND)
                 .await
                 .unwrap_err()
                 .status(),
@@ -485,7 +506,7 @@ mod tests {
         );
         let response = Response::new(full(vec![b' '; 200]));
         assert_eq!(
-            filter_datasets(response, &[], 100)
+            filter_datasets(response, &[], 100, SECOND)
                 .await
                 .unwrap_err()
                 .status(),
@@ -493,7 +514,10 @@ mod tests {
         );
         let response = Response::builder().status(404).body(full("nope")).unwrap();
         assert_eq!(
-            filter_datasets(response, &[], 100).await.unwrap().status(),
+            filter_datasets(response, &[], 100, SECOND)
+                .await
+                .unwrap()
+                .status(),
             404
         );
     }

@@ -4,7 +4,6 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::{body::Incoming, service::service_fn, upgrade::OnUpgrade};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -13,9 +12,10 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
+    admission::{Admission, Ticket},
     answer,
     auth::{Authenticator, Identity, Verifier},
-    body::{Body, full},
+    body::{self, Body, full},
     config::{Config, Mode},
     error::Reject,
     limit::Limiter,
@@ -24,7 +24,7 @@ use crate::{
     proxy::{self, Added, Base},
     route::{self, Api, Route},
     token::Tokens,
-    upstream::{Affinity, Upstream},
+    upstream::{self, Affinity, Outgoing, Upstream},
     users::Users,
 };
 
@@ -48,6 +48,8 @@ pub struct State {
     service_key: HeaderValue,
     /// The upstream server and its idle connections.
     pub upstream: Arc<Upstream>,
+    /// Client connections that have not authenticated yet.
+    pub admission: Arc<Admission>,
     base: Base,
 }
 
@@ -74,8 +76,15 @@ impl State {
                 .expect("the configuration checked that the key fits in a header"),
             upstream: Arc::new(Upstream::new(
                 &config.upstream.url,
-                config.upstream.connect_timeout,
+                upstream::Settings {
+                    connect_timeout: config.upstream.connect_timeout,
+                    max_connections: config.upstream.max_connections,
+                    max_per_client: config.upstream.max_connections_per_client,
+                    idle_timeout: config.upstream.idle_timeout,
+                    body_idle_timeout: config.limits.body_idle_timeout,
+                },
             )),
+            admission: Admission::new(config.limits.max_unauthenticated_connections),
             base: Base::new(&config.upstream.url),
             users,
             config,
@@ -98,6 +107,9 @@ impl State {
             cache_hits: self.verifier.cache_hits.load(Relaxed),
             rate_limited: self.limiter.refusals.load(Relaxed),
             reloads: self.users.status(),
+            upstream_retries: self.upstream.retries.load(Relaxed),
+            upstream_connections: self.upstream.open_count(),
+            evicted_connections: self.admission.evicted.load(Relaxed),
         })
     }
 
@@ -111,11 +123,14 @@ impl State {
         let Ok(uri) = self.base.uri("/api/_info", None) else {
             return false;
         };
-        let Ok(request) = Request::get(uri).body(crate::body::empty()) else {
+        let Ok(request) = Request::get(uri).body(()) else {
             return false;
         };
         let affinity = Affinity::new(self.upstream.clone());
-        let probe = tokio::time::timeout(std::time::Duration::from_secs(2), affinity.send(request));
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            affinity.send(request.into_parts().0, Outgoing::Empty),
+        );
         match probe.await {
             Ok(Ok(response)) if !response.status().is_server_error() => {
                 self.metrics.upstream_answered(std::time::Duration::ZERO);
@@ -144,24 +159,30 @@ pub struct Connection {
     secure: bool,
     /// The upstream connection this client connection keeps between its requests.
     affinity: Arc<Affinity>,
+    /// Its place among the connections that have not authenticated yet.
+    ticket: Ticket,
 }
 
 impl Connection {
-    /// A connection from `peer` whose requests go to `upstream`.
+    /// A connection from `peer` whose requests go to `upstream`, admitted with `ticket`.
     ///
     /// # Panics
     /// Never: an IP address is always a valid header value.
     #[must_use]
-    pub fn new(peer: SocketAddr, secure: bool, upstream: Arc<Upstream>) -> Self {
+    pub fn new(peer: SocketAddr, secure: bool, upstream: Arc<Upstream>, ticket: Ticket) -> Self {
         Self {
             peer,
             peer_value: HeaderValue::from_str(&peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
             secure,
             affinity: Affinity::new(upstream),
+            ticket,
         }
     }
 }
+
+/// The largest login body read: a login form is a username and a password.
+const LOGIN_BODY_LIMIT: usize = 4096;
 
 /// What the access log says about a request, filled in as it goes.
 struct Trace {
@@ -224,6 +245,15 @@ async fn serve(
     let trusted = &state.config.rate_limit.trusted_proxies;
     let client = proxy::client_address(trusted, conn.peer.ip(), request.headers());
     check_host(&request)?;
+    if !request
+        .uri()
+        .path_and_query()
+        .is_none_or(|target| target.as_str().is_ascii())
+    {
+        return Err(Reject::BadRequest(
+            "The request target must be ASCII: percent-encode other characters".into(),
+        ));
+    }
     let route = route::classify(request.method(), request.uri().path(), request.headers())?;
     // Upgrades (WebSocket only) are passed through on authenticated routes only.
     let upgrade = matches!(route, Route::Api(_))
@@ -241,15 +271,18 @@ async fn serve(
         }
         Route::Login => {
             trace.route = "login";
-            let limit = state.config.limits.max_body_bytes;
-            answer::login(
+            let limits = &state.config.limits;
+            let response = answer::login(
                 &state.authenticator(),
                 &state.tokens,
                 request,
                 client,
-                limit,
+                LOGIN_BODY_LIMIT.min(limits.max_body_bytes),
+                limits.body_read_timeout,
             )
-            .await
+            .await?;
+            conn.ticket.prove();
+            Ok(response)
         }
         Route::Me => {
             trace.route = "me";
@@ -257,6 +290,7 @@ async fn serve(
                 .authenticator()
                 .authenticate(request.headers(), client)
                 .await?;
+            conn.ticket.prove();
             trace.user = Some(identity.user.username.clone());
             Ok(answer::me(&identity))
         }
@@ -270,7 +304,8 @@ async fn serve(
                 upgrade,
                 request_id: trace.request_id.clone(),
             };
-            forward(state, parts, body.boxed(), conn, target).await
+            let body = streamed(body, state.config.limits.body_idle_timeout);
+            forward(state, parts, body, conn, target).await
         }
         Route::Api(api) => {
             trace.route = api.label();
@@ -278,6 +313,7 @@ async fn serve(
                 .authenticator()
                 .authenticate(request.headers(), client)
                 .await?;
+            conn.ticket.prove();
             trace.user = Some(identity.user.username.clone());
             forward_api(state, request, conn, api, &identity, upgrade, trace).await
         }
@@ -295,12 +331,14 @@ async fn forward_api(
     trace: &mut Trace,
 ) -> Result<Response<Body>, Reject> {
     let (mut parts, body) = request.into_parts();
+    let limits = &state.config.limits;
     let (body, fields) = if matches!(api, Api::DatasetCreate | Api::DatasetCopy) {
-        let bytes = answer::read_body(body, state.config.limits.max_body_bytes).await?;
+        let bytes =
+            answer::read_body(body, limits.max_body_bytes, limits.body_read_timeout).await?;
         let fields = policy::body_fields(&bytes)?;
-        (full(bytes), Some(fields))
+        (Outgoing::Held(bytes), Some(fields))
     } else {
-        (body.boxed(), None)
+        (streamed(body, limits.body_idle_timeout), None)
     };
     let decision = policy::authorize(
         &identity.store,
@@ -333,7 +371,8 @@ async fn forward_api(
             proxy::filter_datasets(
                 response,
                 workspaces,
-                state.config.limits.max_list_response_bytes,
+                limits.max_list_response_bytes,
+                limits.body_read_timeout,
             )
             .await
         }
@@ -350,10 +389,20 @@ struct Target<'a> {
     request_id: HeaderValue,
 }
 
+/// A client's request body as it is forwarded: nothing, or streamed under the idle timeout.
+fn streamed(body: Incoming, idle: std::time::Duration) -> Outgoing {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        Outgoing::Empty
+    } else {
+        Outgoing::Streamed(body::idle_timeout(body, idle))
+    }
+}
+
 async fn forward(
     state: &State,
     mut parts: http::request::Parts,
-    body: Body,
+    body: Outgoing,
     conn: &Connection,
     target: Target<'_>,
 ) -> Result<Response<Body>, Reject> {
@@ -429,53 +478,109 @@ pub async fn handle(
     request: Request<Incoming>,
     conn: Arc<Connection>,
 ) -> Response<Body> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let started = Instant::now();
-    state.metrics.in_flight.fetch_add(1, Relaxed);
-    let method: Method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let mut trace = Trace {
-        route: "invalid",
-        user: None,
-        workspace: None,
-        request_id: request_id(request.headers()),
-    };
-    let (mut response, reason) = match serve(&state, request, &conn, &mut trace).await {
+    let mut log = AccessLog::start(state, conn.peer, &request);
+    let (mut response, reason) = match serve(&log.state, request, &conn, &mut log.trace).await {
         Ok(response) => (response, None),
         Err(reject) => {
+            let metrics = &log.state.metrics;
             match &reject {
-                Reject::Unauthenticated { reason, .. } => state.metrics.auth_failure(reason),
-                Reject::Inactive { .. } => state.metrics.auth_failure("disabled user"),
+                Reject::Unauthenticated { reason, .. } => metrics.auth_failure(reason),
+                Reject::Inactive { .. } => metrics.auth_failure("disabled user"),
                 _ => {}
             }
             let reason = error_chain(&reject);
             if reject.status().is_server_error() {
-                tracing::warn!(%method, path, error = reason, "upstream failure");
+                tracing::warn!(method = %log.method, path = log.path, error = reason, "upstream failure");
             }
             (reject.into_response(), Some(reason))
         }
     };
-    let status = response.status().as_u16();
-    state.metrics.request(trace.route, reason.is_some(), status);
-    state.metrics.in_flight.fetch_sub(1, Relaxed);
-    tracing::info!(
-        target: "access",
-        %method,
-        path,
-        status,
-        route = trace.route,
-        user = trace.user.as_deref().unwrap_or("-"),
-        workspace = trace.workspace.as_deref().unwrap_or("-"),
-        decision = if reason.is_some() { "reject" } else { "allow" },
-        reason = reason.as_deref().unwrap_or(""),
-        request_id = trace.request_id.to_str().unwrap_or("-"),
-        peer = %conn.peer,
-        latency_ms = started.elapsed().as_secs_f64() * 1e3,
-    );
+    log.finish(response.status().as_u16(), reason.as_deref());
     response
         .headers_mut()
-        .insert("x-request-id", trace.request_id);
+        .insert("x-request-id", log.trace.request_id.clone());
     response
+}
+
+/// The status logged for a request whose client left before it was answered (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request's access-log line and counters, written once: by [`AccessLog::finish`], or on
+/// drop when the client left before an answer (hyper drops the request's future then).
+struct AccessLog {
+    state: Arc<State>,
+    peer: SocketAddr,
+    method: Method,
+    path: String,
+    started: Instant,
+    trace: Trace,
+    written: bool,
+}
+
+impl AccessLog {
+    fn start(state: Arc<State>, peer: SocketAddr, request: &Request<Incoming>) -> Self {
+        state
+            .metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            state,
+            peer,
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            started: Instant::now(),
+            trace: Trace {
+                route: "invalid",
+                user: None,
+                workspace: None,
+                request_id: request_id(request.headers()),
+            },
+            written: false,
+        }
+    }
+
+    /// Writes the line: `reason` is the rejection's, or why the request was abandoned.
+    fn finish(&mut self, status: u16, reason: Option<&str>) {
+        self.written = true;
+        let state = &self.state;
+        let decision = match (&reason, status) {
+            (_, CLIENT_CLOSED) => "abandoned",
+            (Some(_), _) => "reject",
+            (None, _) => "allow",
+        };
+        state
+            .metrics
+            .request(self.trace.route, decision == "reject", status);
+        state
+            .metrics
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = self.path,
+            status,
+            route = self.trace.route,
+            user = self.trace.user.as_deref().unwrap_or("-"),
+            workspace = self.trace.workspace.as_deref().unwrap_or("-"),
+            decision,
+            reason = reason.unwrap_or(""),
+            request_id = self.trace.request_id.to_str().unwrap_or("-"),
+            peer = %self.peer,
+            latency_ms = self.started.elapsed().as_secs_f64() * 1e3,
+        );
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if !self.written {
+            self.finish(
+                CLIENT_CLOSED,
+                Some("the client closed the connection before the answer"),
+            );
+        }
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -506,6 +611,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let pruner = state.upstream.spawn_pruner();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -527,42 +633,15 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let (state, builder) = (state.clone(), builder.clone());
+        let ticket = state.admission.admit();
+        let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let secure = state.tls.is_some();
-            let handshake_timeout = state.config.limits.header_read_timeout;
-            let served = state.clone();
-            let conn = Arc::new(Connection::new(peer, secure, state.upstream.clone()));
-            let service = service_fn(move |request| {
-                let (state, conn) = (served.clone(), conn.clone());
-                async move { Ok::<_, Infallible>(handle(state, request, conn).await) }
-            });
-            let result = match &state.tls {
-                None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            watcher.watch(connection.into_owned()).await
-                        }
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+            serve_connection(state, &builder, watcher, stream, peer, ticket).await;
             drop(permit);
         });
     }
     drop(listener);
+    pruner.abort();
     let grace = state.config.limits.grace_period;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -572,6 +651,63 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             grace_secs = grace.as_secs(),
             "grace period over; closing remaining connections"
         );
+    }
+}
+
+/// Serves one client connection until it closes, or until it must make room for a newer one
+/// while still unauthenticated.
+async fn serve_connection(
+    state: Arc<State>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ticket: Ticket,
+) {
+    // A client that stops taking an answer is let go after the idle timeout.
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(state.config.limits.body_idle_timeout));
+    let stream = Box::pin(stream);
+    let conn = Arc::new(Connection::new(
+        peer,
+        state.tls.is_some(),
+        state.upstream.clone(),
+        ticket,
+    ));
+    let (served, service_conn) = (state.clone(), conn.clone());
+    let service = service_fn(move |request| {
+        let (state, conn) = (served.clone(), service_conn.clone());
+        async move { Ok::<_, Infallible>(handle(state, request, conn).await) }
+    });
+    let serving = async {
+        match &state.tls {
+            None => {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(connection.into_owned()).await
+            }
+            Some(acceptor) => {
+                let handshake_timeout = state.config.limits.header_read_timeout;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = conn.ticket.closed() => Err(
+            "closed to make room: it had not authenticated and newer connections came".into(),
+        ),
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
 

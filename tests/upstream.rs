@@ -41,7 +41,7 @@ fn respond(request: &Recorded) -> Response<argilla_gateway::body::Body> {
                     .is_ok()
                 {}
             });
-            Response::new(body.boxed())
+            Response::new(argilla_gateway::body::boxed(body))
         }
         "/api/datasets/big" => Response::new(argilla_gateway::body::full(vec![b'y'; 256 * 1024])),
         _ => default_response(request),

@@ -527,6 +527,7 @@ fn assert_client_headers_gone(rec: &Rec) {
         "x-forwarded-groups",
         "x-forwarded-preferred-username",
         "x-forwarded-access-token",
+        "cookie",
     ] {
         assert!(
             rec.all(name).is_empty(),

@@ -4,7 +4,7 @@
 //! the client got and what the upstream did or did not receive.
 //!
 //! Modules: `credentials`, `spoofing`, `paths`, `queries`, `framing`, `users_file`, `faults`,
-//! `nothing_lost`; `harness` holds the recording upstream and the raw client.
+//! `slow`, `nothing_lost`; `harness` holds the recording upstream and the raw client.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers panic on failure, like tests"
@@ -66,6 +66,7 @@ mod harness;
 mod nothing_lost;
 mod paths;
 mod queries;
+mod slow;
 mod spoofing;
 mod users_file;
 

@@ -23,6 +23,10 @@ refused! {
     path_encoded_nul: alice_get("/api/datasets/ds%00") => 400 "BadRequestError";
     path_encoded_crlf_header_injection: alice_get("/api/datasets/ds%0d%0aX-Argilla-Api-Key:%20root-key") => 400 "BadRequestError";
     path_not_utf8: alice_get("/api/datasets/%ff") => 400 "BadRequestError";
+    /// Raw bytes past ASCII: uvicorn would answer a plain-text 400 of its own.
+    path_raw_non_ascii_bytes: alice_get("/api/datasets/caf\u{e9}") => 400 "BadRequestError";
+    path_raw_non_ascii_bytes_in_query: alice_get("/api/datasets/ds?q=caf\u{e9}") => 400 "BadRequestError";
+    path_raw_non_ascii_bytes_on_a_public_route: anon("/static/caf\u{e9}.js") => 400 "BadRequestError";
     path_overlong_utf8_dots: anon("/api/docs/%c0%ae%c0%ae/datasets") => 400 "BadRequestError";
     path_encoded_docs_then_dot_dot: anon("/api/%64ocs/../datasets") => 400 "BadRequestError";
     /// Tomcat and Spring read `..;` as `..`: a proxy in front of such a server must not call it

@@ -47,6 +47,9 @@ forwarded! {
     conn_names_ours_with_forwarded_user_sent: alice(&[("Connection", "X-Forwarded-User"), ("X-Forwarded-User", "root")]) => "/api/datasets/ds", Some("workspace=alice"), "alice";
     conn_names_authorization_used_for_auth: req("GET", DS, &[("Authorization", &basic("alice", "alice-pw")), ("Connection", "Authorization")], "") => "/api/datasets/ds", Some("workspace=alice"), "alice";
     conn_names_request_id: alice(&[("Connection", "X-Request-Id"), ("X-Request-Id", "abc")]) => "/api/datasets/ds", Some("workspace=alice"), "alice";
+    /// The web app keeps its login token in a cookie; Argilla 1.5 reads none.
+    spoof_cookie_with_web_app_token_is_not_forwarded: alice(&[("Cookie", "auth._token.local=Bearer%20eyJhbGciOiJIUzI1NiJ9.e30.x; auth.strategy=local")]) => "/api/datasets/ds", Some("workspace=alice"), "alice";
+    spoof_cookie_on_two_lines_is_not_forwarded: alice(&[("Cookie", "a=1"), ("Cookie", "auth._token.local=Bearer%20root-key")]) => "/api/datasets/ds", Some("workspace=alice"), "alice";
 }
 
 refused! {
