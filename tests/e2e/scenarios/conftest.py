@@ -137,7 +137,12 @@ def poll_until(check, seconds, interval=0.05):
 def pytest_collection_finish(session):
     # A run that collects nothing must fail (pytest exits 5); also insist on every scenario file.
     files = {os.path.basename(str(item.fspath)) for item in session.items}
-    expected = {"test_1_api_key.py", "test_2_basic_auth.py", "test_3_hot_reload.py"}
+    expected = {
+        "test_1_api_key.py",
+        "test_2_basic_auth.py",
+        "test_3_hot_reload.py",
+        "test_6_upstream_connections.py",
+    }
     missing = expected - files
     if missing and not session.config.getoption("keyword") and not session.config.getoption("markexpr"):
         raise pytest.UsageError(f"e2e scenarios missing from the collection: {sorted(missing)}")
