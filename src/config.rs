@@ -35,6 +35,15 @@ pub enum Mode {
     Passthrough,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Service => "service",
+            Self::Passthrough => "passthrough",
+        })
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -168,6 +177,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// TLS on the main listener (`None`: plain HTTP).
     pub tls: Option<Tls>,
+    /// The configuration file read, if any (`None`: built-in defaults and the environment).
+    pub file: Option<PathBuf>,
     /// Threads serving requests: 1 runs a single-threaded runtime (cheapest on one CPU).
     pub worker_threads: usize,
 }
@@ -260,6 +271,8 @@ struct RawLimits {
 /// where it came from so that an error can name the setting the operator actually wrote.
 struct Source<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// The configuration file's name, as errors name it.
+    file: &'a str,
 }
 
 impl Source<'_> {
@@ -267,7 +280,7 @@ impl Source<'_> {
     fn pick<T: ToString>(&self, var: &str, file: Option<T>, key: &str) -> Option<(String, String)> {
         match (self.env)(var).filter(|v| !v.is_empty()) {
             Some(value) => Some((value, format!("environment variable {var}"))),
-            None => file.map(|v| (v.to_string(), format!("`{key}` in gateway.toml"))),
+            None => file.map(|v| (v.to_string(), format!("`{key}` in {}", self.file))),
         }
     }
 
@@ -302,6 +315,7 @@ impl Config {
     /// # Errors
     /// The file cannot be read, or any setting is unknown or invalid.
     pub fn load(path: Option<&Path>) -> Result<Self, Error> {
+        let name = path.map_or_else(|| "gateway.toml".into(), |p| p.display().to_string());
         let text = match path {
             Some(path) => {
                 Some(
@@ -322,7 +336,10 @@ impl Config {
                 }
             },
         };
-        let config = Self::from_sources(text.as_deref(), &|name| std::env::var(name).ok())?;
+        let read = text.is_some().then(|| PathBuf::from(&name));
+        let mut config =
+            Self::from_named_sources(&name, text.as_deref(), &|var| std::env::var(var).ok())?;
+        config.file = read;
         Ok(config.with_default_users_file(Path::new(DEFAULT_USERS_FILE).exists()))
     }
 
@@ -340,24 +357,36 @@ impl Config {
     ///
     /// # Errors
     /// Unknown keys, unparsable values and values that break a rule, each named.
-    #[expect(clippy::too_many_lines, reason = "one line per setting reads best")]
     pub fn from_sources(
+        toml_text: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        Self::from_named_sources("gateway.toml", toml_text, env)
+    }
+
+    /// As [`Config::from_sources`], with errors naming the configuration file `file`.
+    ///
+    /// # Errors
+    /// As [`Config::from_sources`].
+    #[expect(clippy::too_many_lines, reason = "one line per setting reads best")]
+    pub fn from_named_sources(
+        file: &str,
         toml_text: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let raw: RawConfig = match toml_text {
             Some(text) => toml::from_str(text)
-                .map_err(|e| Error::Config(format!("gateway.toml: {}", e.to_string().trim())))?,
+                .map_err(|e| Error::Config(format!("{file}: {}", e.to_string().trim())))?,
             None => RawConfig::default(),
         };
-        let src = Source { env };
+        let src = Source { env, file };
 
         let listen = src.parsed(
             "ARGILLA_GATEWAY_LISTEN",
             raw.listen
                 .map(|s| s.parse::<SocketAddr>())
                 .transpose()
-                .map_err(|e| Error::Config(format!("`listen` in gateway.toml: {e}")))?,
+                .map_err(|e| Error::Config(format!("`listen` in {file}: {e}")))?,
             "listen",
             SocketAddr::from(([127, 0, 0, 1], 6900)),
         )?;
@@ -778,6 +807,7 @@ impl Config {
             metrics_listen,
             tls,
             worker_threads,
+            file: None,
         })
     }
 
@@ -787,7 +817,7 @@ impl Config {
         let mut out = BTreeMap::new();
         out.insert("listen", self.listen.to_string());
         out.insert("upstream.url", self.upstream.url.to_string());
-        out.insert("upstream.mode", format!("{:?}", self.upstream.mode));
+        out.insert("upstream.mode", self.upstream.mode.to_string());
         out.insert(
             "users_file",
             self.auth

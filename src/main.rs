@@ -31,8 +31,16 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Serve,
-    /// Load the configuration and the users file exactly as `serve` would, and report.
-    Check,
+    /// Load the configuration and the users file exactly as `serve` would, and report on
+    /// stdout: every problem, every warning `serve` would log, the users in force. Exits 1 when
+    /// something is wrong, or when only the built-in default user would be served.
+    Check {
+        /// The users file to check instead of the configured one.
+        users_file: Option<PathBuf>,
+        /// Accept serving Argilla's built-in default user (no users file).
+        #[arg(long)]
+        allow_default_user: bool,
+    },
     /// Exit 0 when the gateway configured here answers `GET /healthz` (for container health
     /// checks: no curl needed), 1 otherwise.
     Healthcheck,
@@ -52,7 +60,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config.as_deref()),
-        Command::Check => check(cli.config.as_deref()),
+        Command::Check {
+            users_file,
+            allow_default_user,
+        } => check(cli.config.as_deref(), users_file, allow_default_user),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Healthcheck => healthcheck(cli.config.as_deref()),
     }
@@ -109,7 +120,10 @@ fn serve(config_path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // Blocking work still running (a reload, a bcrypt check) must not hold the exit back.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -119,30 +133,27 @@ fn serve(config_path: Option<&std::path::Path>) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Error> {
+    if let Some(file) = &config.file {
+        tracing::info!(config = %file.display(), "configuration file read");
+    } else {
+        tracing::info!(
+            "no configuration file (--config, ARGILLA_GATEWAY_CONFIG or ./gateway.toml): \
+             built-in defaults and the environment"
+        );
+    }
     let users = Arc::new(Users::open(&config.auth)?.after_apply(release_memory));
     release_memory();
     if let Some(path) = users.path() {
-        tracing::info!(file = %path.display(), "{}", users::describe(&users.snapshot()));
+        let store = users.snapshot();
+        tracing::info!(file = %path.display(), "{}", users::describe(&store));
+        users::log_warnings(&store);
     } else {
-        tracing::warn!(
-            "no users file (ARGILLA_LOCAL_AUTH_USERS_DB_FILE unset and no .users.yml here): \
-         serving Argilla's DEFAULT user `argilla` (password 1234 unless \
-         ARGILLA_LOCAL_AUTH_DEFAULT_PASSWORD is set). Do not expose this gateway."
-        );
+        tracing::warn!("{DEFAULT_USER_WARNING}");
     }
-    if config.upstream.api_key_is_default {
-        tracing::warn!(
-            "ARGILLA_GATEWAY_UPSTREAM_API_KEY is not set: using Argilla's default key towards \
-             the upstream; give the upstream a superuser with a secret key"
-        );
+    for warning in config_warnings(&config) {
+        tracing::warn!("{warning}");
     }
-    if config.auth.secret_key.is_none() {
-        tracing::warn!(
-            "ARGILLA_LOCAL_AUTH_SECRET_KEY is not set: web-app sessions use a random key, end \
-             when the gateway restarts and are not shared between replicas"
-        );
-    }
-    let reloader = Reloader::start(users.clone(), &config.reload)?;
+    let _reloader = Reloader::start(users.clone(), &config.reload)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -152,7 +163,7 @@ async fn run(config: Config) -> Result<(), Error> {
     tracing::info!(
         listen = %config.listen,
         upstream = %config.upstream.url,
-        mode = ?config.upstream.mode,
+        mode = %config.upstream.mode,
         version = env!("CARGO_PKG_VERSION"),
         "argilla-gateway listening"
     );
@@ -169,14 +180,21 @@ async fn run(config: Config) -> Result<(), Error> {
         .as_ref()
         .map(argilla_gateway::tls::acceptor)
         .transpose()?;
-    let mut state = State::new(config, users);
+    let mut state = State::new(config, users.clone());
     if let Some(acceptor) = tls {
         state = state.with_tls(acceptor);
     }
     let state = Arc::new(state);
+    let probing = state.clone();
+    tokio::spawn(async move {
+        let (url, mode) = (&probing.config.upstream.url, probing.config.upstream.mode);
+        probing.check_upstream().await.log(url, mode);
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(listener) = metrics {
-        tracing::info!(listen = ?listener.local_addr().ok(), "metrics on /metrics");
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "metrics on /metrics");
+        }
         let mut stopped = stopped.clone();
         tokio::spawn(server::run_metrics(listener, state.clone(), async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -190,8 +208,8 @@ async fn run(config: Config) -> Result<(), Error> {
         loop {
             tokio::select! {
                 _ = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
-                    tracing::info!("SIGHUP: reloading the users file");
-                    reloader.request();
+                    let users = users.clone();
+                    tokio::task::spawn_blocking(move || log_hangup(&users, users.reload()));
                 }
                 _ = async { terminate.as_mut()?.recv().await }, if terminate.is_some() => break,
                 _ = tokio::signal::ctrl_c() => break,
@@ -203,6 +221,24 @@ async fn run(config: Config) -> Result<(), Error> {
     server::run(listener, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says what a `SIGHUP` did, whatever it was (a reload that applied, or failed, says so itself).
+fn log_hangup(users: &Users, outcome: Result<users::ReloadOutcome, Error>) {
+    match (users.path(), outcome) {
+        (None, _) => tracing::info!("SIGHUP: no users file to reload (the default user is served)"),
+        (Some(_), Ok(users::ReloadOutcome::Applied)) => {}
+        (Some(path), Ok(users::ReloadOutcome::Unchanged)) => tracing::info!(
+            file = %path.display(),
+            users = users.status().users,
+            "SIGHUP: users file unchanged"
+        ),
+        (Some(path), Ok(users::ReloadOutcome::StillFailing) | Err(_)) => tracing::warn!(
+            file = %path.display(),
+            error = users.status().last_error.unwrap_or_default(),
+            "SIGHUP: users file still invalid; the last good users stay in force"
+        ),
+    }
 }
 
 /// Hands the memory mimalloc keeps but no longer uses back to the system at once. Loading a
@@ -217,16 +253,54 @@ fn release_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
-fn check(config_path: Option<&std::path::Path>) -> ExitCode {
-    let config = match Config::load(config_path) {
+/// What serving the built-in default user means.
+const DEFAULT_USER_WARNING: &str = "no users file (ARGILLA_LOCAL_AUTH_USERS_DB_FILE unset and no \
+    .users.yml here): serving Argilla's DEFAULT user `argilla` (password 1234 unless \
+    ARGILLA_LOCAL_AUTH_DEFAULT_PASSWORD is set). Do not expose this gateway.";
+
+/// The configuration's warnings, as `serve` logs them and `check` prints them.
+fn config_warnings(config: &Config) -> Vec<&'static str> {
+    let mut warnings = Vec::new();
+    if config.upstream.api_key_is_default {
+        warnings.push(
+            "ARGILLA_GATEWAY_UPSTREAM_API_KEY is not set: using Argilla's default key towards \
+             the upstream; give the upstream a superuser with a secret key",
+        );
+    }
+    if config.auth.secret_key.is_none() {
+        warnings.push(
+            "ARGILLA_LOCAL_AUTH_SECRET_KEY is not set: web-app sessions use a random key, end \
+             when the gateway restarts and are not shared between replicas",
+        );
+    }
+    warnings
+}
+
+#[expect(clippy::print_stdout, reason = "the report is this command's output")]
+fn check(
+    config_path: Option<&std::path::Path>,
+    users_file: Option<PathBuf>,
+    allow_default_user: bool,
+) -> ExitCode {
+    let mut config = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("configuration: {e}");
+            println!("configuration: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if users_file.is_some() {
+        config.auth.users_file = users_file;
+    }
+    match &config.file {
+        Some(file) => println!("configuration file: {}", file.display()),
+        None => println!("configuration file: none (built-in defaults and the environment)"),
+    }
     for (key, value) in config.summary() {
-        eprintln!("{key} = {value}");
+        println!("{key} = {value}");
+    }
+    for warning in config_warnings(&config) {
+        println!("warning: {warning}");
     }
     let store = match &config.auth.users_file {
         Some(path) => UserStore::load(path),
@@ -235,21 +309,53 @@ fn check(config_path: Option<&std::path::Path>) -> ExitCode {
             &config.auth.default_password_hash,
         ),
     };
-    match store {
-        Ok(store) => {
-            eprintln!("{}", users::describe(&store));
-            ExitCode::SUCCESS
-        }
+    let store = match store {
+        Ok(store) => store,
         Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &store.warnings {
+        println!("warning: {warning}");
+    }
+    if store.warning_count > store.warnings.len() {
+        println!(
+            "warning: {} more warnings like these",
+            store.warning_count - store.warnings.len()
+        );
+    }
+    println!("{}", users::describe(&store));
+    if config.auth.users_file.is_none() {
+        println!("warning: {DEFAULT_USER_WARNING}");
+        if !allow_default_user {
+            println!(
+                "check: only the built-in default user would be served; configure a users file \
+                 (ARGILLA_LOCAL_AUTH_USERS_DB_FILE, auth.users_file, or `check USERS_FILE`), or \
+                 pass --allow-default-user to accept it"
+            );
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }
 
 fn hash_password(cost: u32) -> ExitCode {
+    if cost < users::MIN_GOOD_COST {
+        eprintln!(
+            "hash-password: warning: cost {cost} is below {}: fast to guess if the file leaks",
+            users::MIN_GOOD_COST
+        );
+    }
     let password = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password("Password: ")
+        rpassword::prompt_password("Password: ").and_then(|first| {
+            let again = rpassword::prompt_password("Password again: ")?;
+            if first == again {
+                Ok(first)
+            } else {
+                Err(std::io::Error::other("the two passwords differ"))
+            }
+        })
     } else {
         let mut line = String::new();
         std::io::stdin()

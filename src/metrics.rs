@@ -58,6 +58,11 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     /// When the upstream last answered (milliseconds since the epoch; 0: never).
     last_upstream_answer_ms: AtomicU64,
+    /// Forwarded requests the upstream answered 401 in service mode: it refused the service key.
+    pub upstream_key_refusals: AtomicU64,
+    /// When the upstream last refused the service key, and when that was last logged.
+    last_key_refusal_ms: AtomicU64,
+    last_key_warning_ms: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -72,6 +77,9 @@ impl Default for Metrics {
             latency_sum_micros: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             last_upstream_answer_ms: AtomicU64::new(0),
+            upstream_key_refusals: AtomicU64::new(0),
+            last_key_refusal_ms: AtomicU64::new(0),
+            last_key_warning_ms: AtomicU64::new(0),
         }
     }
 }
@@ -124,6 +132,29 @@ impl Metrics {
         );
         self.last_upstream_answer_ms
             .store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts an upstream refusal of the service key; `true` when it is time to log it again
+    /// (at most once a minute).
+    pub fn upstream_refused_key(&self) -> bool {
+        self.upstream_key_refusals.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        self.last_key_refusal_ms.store(now, Ordering::Relaxed);
+        let last = self.last_key_warning_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 60_000)
+            && self
+                .last_key_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether the upstream refused the service key within `window`.
+    #[must_use]
+    pub fn upstream_refused_key_within(&self, window: Duration) -> bool {
+        let last = self.last_key_refusal_ms.load(Ordering::Relaxed);
+        last != 0
+            && now_ms().saturating_sub(last)
+                <= u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether the upstream answered within `window`.
@@ -214,27 +245,37 @@ impl Metrics {
             "Requests being served now.",
             self.in_flight.load(Ordering::Relaxed) as f64,
         );
+        self.render_upstream(&mut out, extra);
+        self.render_latency(&mut out);
+        out
+    }
+
+    fn render_upstream(&self, out: &mut String, extra: &Extra) {
         counter(
-            &mut out,
+            out,
+            "argilla_gateway_upstream_key_refusals_total",
+            "Forwarded requests the upstream answered 401 in service mode (it refuses the service key).",
+            self.upstream_key_refusals.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
             "argilla_gateway_upstream_retries_total",
             "Requests lost on a reused upstream connection and sent again on a fresh one.",
             extra.upstream_retries,
         );
         #[expect(clippy::cast_precision_loss, reason = "a connection count")]
         gauge(
-            &mut out,
+            out,
             "argilla_gateway_upstream_connections",
             "Upstream connections open now, idle ones included.",
             extra.upstream_connections as f64,
         );
         counter(
-            &mut out,
+            out,
             "argilla_gateway_unauthenticated_connections_closed_total",
             "Client connections closed before authenticating, to make room for newer ones.",
             extra.evicted_connections,
         );
-        self.render_latency(&mut out);
-        out
     }
 
     fn render_requests(&self, out: &mut String) {

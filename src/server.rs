@@ -114,17 +114,32 @@ impl State {
     }
 
     /// Whether the gateway can serve: users are loaded (always, once started) and the upstream
-    /// answered recently, or answers a probe of `/api/_info` now.
+    /// answered recently without refusing the service key, or passes [`State::check_upstream`]
+    /// now.
     pub async fn ready(&self) -> bool {
         let window = std::time::Duration::from_secs(10);
-        if self.metrics.upstream_answered_within(window) {
+        if self.metrics.upstream_answered_within(window)
+            && !self.metrics.upstream_refused_key_within(window)
+        {
             return true;
         }
-        let Ok(uri) = self.base.uri("/api/_info", None) else {
-            return false;
+        matches!(self.check_upstream().await, UpstreamCheck::Ready)
+    }
+
+    /// Probes the upstream: in service mode `GET /api/me` with the service key (so that a wrong
+    /// key shows), in passthrough mode `GET /api/_info`. Within 2 s.
+    pub async fn check_upstream(&self) -> UpstreamCheck {
+        let service = self.config.upstream.mode == Mode::Service;
+        let path = if service { "/api/me" } else { "/api/_info" };
+        let Ok(uri) = self.base.uri(path, None) else {
+            return UpstreamCheck::Unreachable("the probe target is not a valid URI".into());
         };
-        let Ok(request) = Request::get(uri).body(()) else {
-            return false;
+        let mut request = Request::get(uri);
+        if service {
+            request = request.header("x-argilla-api-key", self.service_key.clone());
+        }
+        let Ok(request) = request.body(()) else {
+            return UpstreamCheck::Unreachable("the probe request cannot be built".into());
         };
         let affinity = Affinity::new(self.upstream.clone());
         let probe = tokio::time::timeout(
@@ -132,11 +147,20 @@ impl State {
             affinity.send(request.into_parts().0, Outgoing::Empty),
         );
         match probe.await {
-            Ok(Ok(response)) if !response.status().is_server_error() => {
-                self.metrics.upstream_answered(std::time::Duration::ZERO);
-                true
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if service && status == StatusCode::UNAUTHORIZED {
+                    self.metrics.upstream_refused_key();
+                    UpstreamCheck::KeyRefused
+                } else if status.is_server_error() {
+                    UpstreamCheck::Failing(status)
+                } else {
+                    self.metrics.upstream_answered(std::time::Duration::ZERO);
+                    UpstreamCheck::Ready
+                }
             }
-            _ => false,
+            Ok(Err(e)) => UpstreamCheck::Unreachable(error_chain(&e)),
+            Err(_) => UpstreamCheck::Unreachable("no answer within 2 s".into()),
         }
     }
 
@@ -149,6 +173,49 @@ impl State {
         }
     }
 }
+
+/// What a probe of the upstream found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCheck {
+    /// It answers, and in service mode accepts the service key.
+    Ready,
+    /// In service mode, it answered `401`: the service key is not one of its superusers'.
+    KeyRefused,
+    /// It answered with a server error.
+    Failing(StatusCode),
+    /// No answer: why.
+    Unreachable(String),
+}
+
+impl UpstreamCheck {
+    /// Logs the outcome as the one start-up line about the upstream.
+    pub fn log(&self, url: &http::Uri, mode: Mode) {
+        match self {
+            Self::Ready if mode == Mode::Service => tracing::info!(
+                upstream = %url,
+                "upstream reachable and accepts the service key"
+            ),
+            Self::Ready => tracing::info!(upstream = %url, "upstream reachable"),
+            Self::KeyRefused => tracing::warn!(upstream = %url, "{KEY_REFUSED}"),
+            Self::Failing(status) => tracing::warn!(
+                upstream = %url,
+                status = status.as_u16(),
+                "upstream reachable but answering with server errors"
+            ),
+            Self::Unreachable(why) => tracing::warn!(
+                upstream = %url,
+                error = why.as_str(),
+                "upstream not reachable yet (requests get 502 until it is; upstream.url / \
+                 ARGILLA_GATEWAY_UPSTREAM_URL)"
+            ),
+        }
+    }
+}
+
+/// What to do when the upstream refuses the service key.
+const KEY_REFUSED: &str = "the upstream refuses the gateway's service key (401): every forwarded \
+    request fails with 401 until upstream.api_key / ARGILLA_GATEWAY_UPSTREAM_API_KEY is the key \
+    of a superuser of the upstream";
 
 /// One client connection, as every request on it sees it.
 pub struct Connection {
@@ -458,6 +525,13 @@ async fn forward(
         body,
     )
     .await?;
+    if identity.is_some()
+        && state.config.upstream.mode == Mode::Service
+        && response.status() == StatusCode::UNAUTHORIZED
+        && state.metrics.upstream_refused_key()
+    {
+        tracing::warn!(upstream = %state.config.upstream.url, "{KEY_REFUSED}");
+    }
     if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (client_side, response.status()) {
         let upstream_side = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
@@ -567,7 +641,7 @@ impl AccessLog {
             reason = reason.unwrap_or(""),
             request_id = self.trace.request_id.to_str().unwrap_or("-"),
             peer = %self.peer,
-            latency_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         );
     }
 }

@@ -174,6 +174,11 @@ pub struct UserStore {
     typical_cost: u32,
     /// Where these users came from.
     pub origin: Origin,
+    /// What is valid but probably not meant: superusers only because `workspaces` is missing,
+    /// weak bcrypt costs. At most [`SUMMARY_NAMES`] of them; `warning_count` counts all.
+    pub warnings: Vec<String>,
+    /// How many warnings there are in all.
+    pub warning_count: usize,
 }
 
 /// The outcome of the last reload, published on a `watch` channel.
@@ -306,16 +311,8 @@ impl UserStore {
         }
         // `Option`: a document that is only comments (or an empty tagged node) is null, which
         // must not load as "no users" and lock everyone out.
-        let entries: Option<Vec<Entry>> = serde_yaml::from_str(text).map_err(|e| {
-            let message = e.to_string();
-            if message.contains("expected a sequence") {
-                fail(format!(
-                    "expected a YAML list of users (`- username: …`): {message}"
-                ))
-            } else {
-                fail(message)
-            }
-        })?;
+        let entries: Option<Vec<Entry>> =
+            serde_yaml::from_str(text).map_err(|e| fail(explain(text, &e)))?;
         // An empty result must come from a real empty list (`[]`), not from a node that serde
         // reads as one (a bare tag such as `!`): checked on the (then small) document itself.
         let entries = entries
@@ -349,12 +346,23 @@ impl UserStore {
         let mut by_key: HashMap<Digest32, Arc<User>> = HashMap::with_capacity(entries.len());
         let mut all_workspaces = BTreeSet::new();
         let mut costs: HashMap<u32, usize> = HashMap::new();
+        let mut warnings = Vec::new();
+        let mut warning_count = 0;
+        let mut warn = |text: String| {
+            warning_count += 1;
+            if warnings.len() < SUMMARY_NAMES {
+                warnings.push(text);
+            }
+        };
         for (index, entry) in entries.into_iter().enumerate() {
             let place = || place_of(index, &entry.username);
             let before = problems.len();
-            check_entry(&entry, &place, &mut problems, &mut costs);
+            let cost = check_entry(&entry, &place, &mut problems, &mut costs);
             if problems.len() > before {
                 continue;
+            }
+            if origin != Origin::Default {
+                entry_warnings(&entry, cost, &place, &mut warn);
             }
             if let Some(first) = by_name.get(&entry.username) {
                 let first = first.entry_index;
@@ -417,6 +425,8 @@ impl UserStore {
             all_workspaces,
             typical_cost,
             origin,
+            warnings,
+            warning_count,
         })
     }
 
@@ -491,19 +501,26 @@ impl UserStore {
 
 /// Checks one entry on its own (names, hash, key, e-mail, workspaces), adding what is wrong to
 /// `problems` and counting its bcrypt cost.
+/// Checks one entry's fields; returns its bcrypt cost when the hash is valid.
 fn check_entry(
     entry: &Entry,
     place: &dyn Fn() -> String,
     problems: &mut Vec<String>,
     costs: &mut HashMap<u32, usize>,
-) {
+) -> Option<u32> {
     if !is_valid_username(&entry.username) {
         problems.push(format!("{}: username must be {USERNAME_RULE}", place()));
     }
-    match check_bcrypt_hash(&entry.hashed_password) {
-        Ok(cost) => *costs.entry(cost).or_default() += 1,
-        Err(why) => problems.push(format!("{}: {why}", place())),
-    }
+    let cost = match check_bcrypt_hash(&entry.hashed_password) {
+        Ok(cost) => {
+            *costs.entry(cost).or_default() += 1;
+            Some(cost)
+        }
+        Err(why) => {
+            problems.push(format!("{}: {why}", place()));
+            None
+        }
+    };
     if entry.api_key.is_empty() || http::HeaderValue::from_str(&entry.api_key).is_err() {
         problems.push(format!(
             "{}: api_key must be a non-empty string of printable characters",
@@ -526,7 +543,35 @@ fn check_entry(
             ));
         }
     }
+    cost
 }
+
+/// What is valid in an entry but probably not meant.
+fn entry_warnings(
+    entry: &Entry,
+    cost: Option<u32>,
+    place: &dyn Fn() -> String,
+    warn: &mut dyn FnMut(String),
+) {
+    if entry.superuser.is_none() && entry.workspaces.is_none() {
+        warn(format!(
+            "{}: {} is a superuser because `workspaces` is empty; write `superuser: true` to \
+             say so, or `workspaces: []` for the own workspace only",
+            place(),
+            entry.username
+        ));
+    }
+    if let Some(cost) = cost.filter(|&cost| cost < MIN_GOOD_COST) {
+        warn(format!(
+            "{}: the password hash has bcrypt cost {cost}, below {MIN_GOOD_COST}: fast to guess \
+             if the file leaks; hash it again with `argilla-gateway hash-password` (cost 12)",
+            place()
+        ));
+    }
+}
+
+/// The lowest bcrypt cost not warned about (OWASP's floor is 10).
+pub const MIN_GOOD_COST: u32 = 10;
 
 /// Whether a YAML document is a sequence, tags aside.
 fn is_sequence(text: &str) -> bool {
@@ -563,6 +608,179 @@ fn read_users_file(path: &Path) -> Result<Vec<u8>, Error> {
         )));
     }
     std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))
+}
+
+/// The keys an entry may have.
+const FIELDS: [&str; 8] = [
+    "username",
+    "hashed_password",
+    "api_key",
+    "email",
+    "full_name",
+    "disabled",
+    "workspaces",
+    "superuser",
+];
+
+/// Turns the YAML reader's first error into every problem of the file, each named
+/// `line N, user #K ("name")` with a hint of what to write. Runs only when the file failed.
+fn explain(text: &str, error: &serde_yaml::Error) -> String {
+    // Reading a large file a second time to name every problem would hold a reload back:
+    // there, the first problem is named.
+    if text.len() > EXPLAIN_LIMIT {
+        return located(text, &error.to_string());
+    }
+    // Not even a list: the structure is broken (the reader's own error says where), or the
+    // file is not a list.
+    let values = match serde_yaml::from_str::<Vec<serde_yaml::Value>>(text) {
+        Ok(values) => values,
+        Err(structure) => {
+            let message = structure.to_string();
+            if message.contains("expected a sequence") {
+                return format!("expected a YAML list of users (`- username: …`): {message}");
+            }
+            if message.starts_with("invalid type") || message.contains(": invalid type") {
+                // A value the generic reader cannot hold (a 128-bit integer): the entry
+                // reader's message says what to do without echoing the value.
+                return located(text, &error.to_string());
+            }
+            return match structure.location() {
+                Some(at) => {
+                    let line = at.line();
+                    let entry = entry_starts(text).filter(|&start| start <= line).count();
+                    let user = if entry == 0 {
+                        String::new()
+                    } else {
+                        format!(" (user #{entry})")
+                    };
+                    format!("{message}; check the indentation of line {line}{user}")
+                }
+                None => message,
+            };
+        }
+    };
+    let lines = entry_lines(text, values.len());
+    let mut problems = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        let name = value
+            .get("username")
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or("?");
+        let entry_line = lines.as_ref().map(|l| l[index]);
+        let place = |line: Option<usize>| match line {
+            Some(line) => format!("line {line}, user #{} ({name:?})", index + 1),
+            None => format!("user #{} ({name:?})", index + 1),
+        };
+        if !value.is_mapping() {
+            problems.push(format!(
+                "{}: an entry must be a mapping of keys (`username: …`); check its indentation",
+                place(entry_line)
+            ));
+            continue;
+        }
+        // Read alone, the entry's error names its key; the position refers to the copy.
+        let alone = serde_yaml::to_string(value).unwrap_or_default();
+        if let Err(e) = serde_yaml::from_str::<Entry>(&alone) {
+            let message = e.to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            // The line of the key the message is about, when it names one.
+            let key = message
+                .split_once("unknown field `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(key, _)| key)
+                .or_else(|| message.split_once(": ").map(|(key, _)| key))
+                .filter(|key| !key.contains(' '));
+            let line = key
+                .zip(entry_line)
+                .and_then(|(key, from)| key_line(text, from, key))
+                .or(entry_line);
+            problems.push(format!("{}: {}", place(line), hint(message)));
+        }
+    }
+    if problems.is_empty() {
+        return located(text, &error.to_string());
+    }
+    let more = problems.len().saturating_sub(SUMMARY_NAMES);
+    problems.truncate(SUMMARY_NAMES);
+    if more > 0 {
+        problems.push(format!("… and {more} more problems"));
+    }
+    problems.join("\n")
+}
+
+/// The largest file whose every problem is named (larger ones: the first).
+const EXPLAIN_LIMIT: usize = 4 << 20;
+
+/// The reader's message about one entry, with what to write instead where it can tell.
+fn hint(message: &str) -> String {
+    if let Some(rest) = message.split_once("unknown field `").map(|(_, rest)| rest)
+        && let Some((key, _)) = rest.split_once('`')
+    {
+        if matches!(key, "password" | "passwd" | "plain_password") {
+            return format!(
+                "unknown key `{key}`: the file holds bcrypt hashes only; write \
+                 `hashed_password:` with the output of `argilla-gateway hash-password`"
+            );
+        }
+        let closest = FIELDS
+            .iter()
+            .map(|field| (strsim::levenshtein(key, field), field))
+            .min()
+            .filter(|(distance, _)| *distance <= 2);
+        return match closest {
+            Some((_, field)) => format!("unknown key `{key}`: did you mean `{field}`?"),
+            None => format!("unknown key `{key}`; the keys are {}", FIELDS.join(", ")),
+        };
+    }
+    if message.starts_with("workspaces: invalid type") && message.contains("expected a sequence") {
+        return format!(
+            "{message}: `workspaces` must be a list, like `workspaces: [team-a, team-b]` (or \
+             `[]` for the own workspace only)"
+        );
+    }
+    message.to_owned()
+}
+
+/// The 1-based line of `key:` within the entry that starts at line `from`.
+fn key_line(text: &str, from: usize, key: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from - 1)
+        .take_while(|(i, line)| *i + 1 == from || !line.starts_with('-'))
+        .find(|(_, line)| {
+            let line = line.trim_start();
+            let line = line.strip_prefix('-').map_or(line, str::trim_start);
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .map(|(i, _)| i + 1)
+}
+
+/// The reader's message with its `.[K]` path made `user #K+1`.
+fn located(text: &str, message: &str) -> String {
+    let path = message.strip_prefix('.').unwrap_or(message);
+    let Some((index, rest)) = path
+        .strip_prefix('[')
+        .and_then(|p| p.split_once(']'))
+        .and_then(|(index, rest)| Some((index.parse::<usize>().ok()?, rest)))
+    else {
+        return message.to_owned();
+    };
+    let rest = rest.trim_start_matches('.');
+    let rest = rest.split(" at line ").next().unwrap_or(rest);
+    let starts: Vec<usize> = entry_starts(text).collect();
+    match starts.get(index) {
+        Some(line) => format!("line {line}, user #{}: {rest}", index + 1),
+        None => format!("user #{}: {rest}", index + 1),
+    }
+}
+
+/// The 1-based lines where a top-level list item starts (`- ` at the start of a line).
+fn entry_starts(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| line.starts_with("- ") || *line == "-")
+        .map(|(i, _)| i + 1)
 }
 
 /// The line (1-based) of each entry's `username:` key, when the file is written in block style
@@ -681,9 +899,17 @@ impl Users {
             .last_failure
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was_failing = last_failure.is_some();
         let outcome = match result {
             Ok(None) => {
                 *last_failure = None;
+                if was_failing {
+                    tracing::info!(
+                        file = %path.display(),
+                        users = self.current.load().len(),
+                        "users file valid again (the same users as in force before the failure)"
+                    );
+                }
                 Ok(ReloadOutcome::Unchanged)
             }
             Err(e) if last_failure.as_ref() == Some(&(read, e.to_string())) => {
@@ -691,15 +917,28 @@ impl Users {
             }
             Ok(Some(next)) => {
                 *last_failure = None;
-                let before = self.current.load().len();
-                let after = next.len();
+                let before = self.current.load();
+                let changes = Changes::between(&before, &next);
+                let (users_before, users_after) = (before.len(), next.len());
+                drop(before);
+                log_warnings(&next);
                 self.current.store(Arc::new(next));
                 tracing::info!(
                     file = %path.display(),
-                    users_before = before,
-                    users_after = after,
+                    users_before,
+                    users_after,
+                    added = changes.added,
+                    removed = changes.removed,
+                    disabled = changes.disabled,
+                    reenabled = changes.reenabled,
+                    changed = changes.changed,
                     duration_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "users file reloaded"
+                    "{}",
+                    if was_failing {
+                        "users file valid again and reloaded"
+                    } else {
+                        "users file reloaded"
+                    }
                 );
                 Ok(ReloadOutcome::Applied)
             }
@@ -755,13 +994,75 @@ pub fn describe(store: &UserStore) -> String {
         disabled,
         store.all_workspaces().len()
     );
-    let _ = write!(out, "\nsuperusers: {}", capped(superusers.iter().copied()));
+    let _ = write!(out, "; superusers: {}", capped(superusers.iter().copied()));
     let _ = write!(
         out,
-        "\nworkspaces: {}",
+        "; workspaces: {}",
         capped(store.all_workspaces().iter().map(String::as_str))
     );
     out
+}
+
+/// Logs a store's warnings, one line each (and how many more there are).
+pub fn log_warnings(store: &UserStore) {
+    for warning in &store.warnings {
+        tracing::warn!("users file: {warning}");
+    }
+    if store.warning_count > store.warnings.len() {
+        tracing::warn!(
+            "users file: {} more warnings like these",
+            store.warning_count - store.warnings.len()
+        );
+    }
+}
+
+/// What a reload changed, in counts (never values).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Users in the new file only.
+    pub added: usize,
+    /// Users in the old file only.
+    pub removed: usize,
+    /// Users now `disabled: true` that were not.
+    pub disabled: usize,
+    /// Users no longer disabled.
+    pub reenabled: usize,
+    /// Users whose password, key, workspaces, superuser flag, e-mail or name changed.
+    pub changed: usize,
+}
+
+impl Changes {
+    /// Compares two stores user by user.
+    #[must_use]
+    pub fn between(before: &UserStore, after: &UserStore) -> Self {
+        let mut changes = Self::default();
+        for user in after.users() {
+            match before.by_name(&user.username) {
+                None => changes.added += 1,
+                Some(old) => {
+                    match (old.is_disabled(), user.is_disabled()) {
+                        (false, true) => changes.disabled += 1,
+                        (true, false) => changes.reenabled += 1,
+                        _ => {}
+                    }
+                    if old.hashed_password != user.hashed_password
+                        || old.api_key != user.api_key
+                        || old.workspaces != user.workspaces
+                        || old.superuser != user.superuser
+                        || old.email != user.email
+                        || old.full_name != user.full_name
+                    {
+                        changes.changed += 1;
+                    }
+                }
+            }
+        }
+        changes.removed = before
+            .users()
+            .filter(|u| after.by_name(&u.username).is_none())
+            .count();
+        changes
+    }
 }
 
 /// How many names a summary lists before it only counts.
@@ -1143,10 +1444,10 @@ mod tests {
             "{summary}"
         );
         assert!(
-            summary.contains("\nsuperusers: u000, u001, u002\n"),
+            summary.contains("; superusers: u000, u001, u002; "),
             "{summary}"
         );
-        let workspaces = summary.lines().last().unwrap();
+        let workspaces = summary.split("; ").last().unwrap();
         assert!(
             workspaces.starts_with("workspaces: u000, u001, "),
             "{workspaces}"
