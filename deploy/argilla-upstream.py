@@ -67,6 +67,8 @@ SETTLE_SECONDS = 0.05
 MAX_FILE_BYTES = 256 << 20
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Argilla 1.5's e-mail pattern (argilla/server/security/model.py), applied as pydantic does (match).
+ARGILLA_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,}")
 WORKSPACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
 USERNAME_RULE = "lowercase letters, digits, `-` and `_`, not starting with `-` or `_`"
 WORKSPACE_RULE = "letters, digits, `-` and `_`, starting with a letter or digit"
@@ -268,16 +270,26 @@ def workspaces_of(entries):
     return sorted(names)
 
 
-def upstream_entries(entries, mode, service_key):
-    """The users the upstream must know, as Argilla 1.5 user fields."""
-    if mode == "passthrough":
+def upstream_entry(entry):
+    """One user of the gateway's file as the passthrough upstream must know them."""
+    entry = dict(entry)
+    if entry.get("disabled"):
         # Argilla 1.5 lets a disabled user's API key in (it checks `disabled` on login tokens
         # only); the gateway never forwards such a user's request, so upstream their key is
         # replaced with a random one that nobody holds.
-        return [
-            dict(entry, api_key="disabled." + secrets.token_hex(32)) if entry.get("disabled") else dict(entry)
-            for entry in entries
-        ]
+        entry["api_key"] = "disabled." + secrets.token_hex(32)
+    if entry.get("email") is not None and not ARGILLA_EMAIL_RE.match(entry["email"]):
+        # The gateway takes any `local@domain`; Argilla's model refuses what its own pattern does
+        # not match (`alice@localhost`), which would stop the whole file upstream. The e-mail is
+        # only shown by /api/me, which the gateway answers itself.
+        del entry["email"]
+    return entry
+
+
+def upstream_entries(entries, mode, service_key):
+    """The users the upstream must know, as Argilla 1.5 user fields."""
+    if mode == "passthrough":
+        return [upstream_entry(entry) for entry in entries]
     return [
         {
             "username": SERVICE_USERNAME,
