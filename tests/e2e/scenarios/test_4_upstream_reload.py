@@ -19,6 +19,7 @@ import hmac
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 import argilla as rg
 import pytest
 import requests
+import yaml
 from argilla.client.client import Argilla
 
 from conftest import (
@@ -380,6 +382,46 @@ def test_steady_client_sees_no_failure_during_50_changes(original_users):
     # The last change is usable as such: dave works in his last workspace.
     ok, _, error = poll_action(lambda: log_one(dave["api_key"], f"churn-{CHANGES - 1}", "s4-dave", "dave-0"), WITHIN)
     assert ok, error
+
+
+def test_kubernetes_configmap_swap(original_users):
+    # A ConfigMap volume: users file -> ..data/<file>, and ..data -> ..<timestamp>/ swapped by a
+    # rename of a new symlink. The file itself never changes; gateway and upstream must follow.
+    path = FX["gateway_users_file"]
+    folder, name = os.path.split(path)
+    carol = USERS["carol"]
+
+    def publish(version, entries):
+        target = os.path.join(folder, f"..2026_12_02_{version}")
+        os.mkdir(target)
+        with open(os.path.join(target, name), "w") as f:
+            f.write(yaml.safe_dump(entries, sort_keys=False))
+        os.symlink(os.path.basename(target), os.path.join(folder, "..data_tmp"))
+        os.replace(os.path.join(folder, "..data_tmp"), os.path.join(folder, "..data"))
+
+    def carol_everywhere():
+        return gw("GET", "/api/me", user="carol").status_code == 200 and "carol" in superuser_workspaces_upstream()
+
+    try:
+        publish(1, original_users)
+        os.symlink(os.path.join("..data", name), path + ".link")
+        os.replace(path + ".link", path)
+        written = time.monotonic()
+        publish(2, original_users + [carol["entry"]])
+        ok, _ = poll_until(carol_everywhere, WITHIN, interval=0.02)
+        assert ok, f"the ..data swap adding carol not applied on both sides {time.monotonic() - written:.2f}s later"
+        written = time.monotonic()
+        publish(3, original_users)
+        gone, _ = poll_until(lambda: gw("GET", "/api/me", user="carol").status_code == 401
+                             and "carol" not in superuser_workspaces_upstream(), WITHIN, interval=0.02)
+        assert gone, f"the ..data swap removing carol not applied on both sides {time.monotonic() - written:.2f}s later"
+    finally:
+        write_users_file(original_users, atomic=True)  # a regular file again, replacing the link
+        for entry in os.listdir(folder):
+            if entry.startswith("..2026_12_02_"):
+                shutil.rmtree(os.path.join(folder, entry))
+            elif entry.startswith("..data"):
+                os.unlink(os.path.join(folder, entry))
 
 
 def test_unusable_file_keeps_the_last_good_users(original_users):
