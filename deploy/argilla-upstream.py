@@ -88,22 +88,42 @@ class UsersFileError(Exception):
 # ---------------------------------------------------------------- reading the gateway's file
 class GatewayLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """PyYAML's safe loader (libyaml's when present: six times faster), reading scalars as the
-    gateway does (YAML 1.2 core schema).
+    gateway does (serde_yaml, YAML 1.2).
 
-    The gateway (serde_yaml) reads `yes`, `no`, `on`, `off` and dates as text and refuses
-    duplicate keys; PyYAML's YAML 1.1 would make booleans and dates of them, and keep the last
-    duplicate. Read the same file the same way, or the two would disagree about who is who.
+    The gateway reads `yes`, `no`, `on`, `off`, `0777`, `1_000` and dates as text, `1e3` as a
+    number, and refuses duplicate keys; PyYAML's YAML 1.1 would read each of them otherwise and
+    keep the last duplicate. Read the same file the same way, or the two would disagree about
+    which file is usable.
     """
 
 
-YAML_1_1_ONLY = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+class Number:
+    """A scalar the gateway reads as a number: never text, whatever PyYAML would make of it."""
+
+
+# PyYAML's YAML 1.1 resolvers, except those the gateway's YAML 1.2 reading answers otherwise:
+# booleans (`yes`, `on`), numbers (`1_000`, `0777`, `1:20`), dates, and the `<<` merge key.
+KEPT_RESOLVERS = ("tag:yaml.org,2002:null", "tag:yaml.org,2002:str")
 GatewayLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in YAML_1_1_ONLY]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag in KEPT_RESOLVERS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 GatewayLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# serde_yaml's numbers: 0x/0o/0b integers, decimal integers and floats as Rust parses them
+# (`1e3`, `-.5`), `.inf` and `.nan`, but not digits with a leading zero (`0777` is text).
+GatewayLoader.add_implicit_resolver(
+    "tag:argilla-gateway:number",
+    re.compile(
+        r"""^(?![-+]?0[0-9]+$)(?:[-+]?(?:0x[0-9a-fA-F]+|0o[0-7]+|0b[01]+)
+        |[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+GatewayLoader.add_constructor("tag:argilla-gateway:number", lambda loader, node: Number())
 
 
 def _construct_mapping(loader, node, deep=False):

@@ -488,6 +488,18 @@ if MODE == "service":
         ("api_key a number", OK.replace("api_key: k1", "api_key: 12345")),
         ("api_key hex number", OK.replace("api_key: k1", "api_key: 0x1F")),
         ("api_key empty", OK.replace("api_key: k1", 'api_key: ""')),
+        # Scalars YAML 1.1 (PyYAML) and YAML 1.2 (the gateway's serde_yaml) read differently.
+        ("api_key 1e3 (a number in YAML 1.2)", OK.replace("api_key: k1", "api_key: 1e3")),
+        ("api_key 0o17 (a number in YAML 1.2)", OK.replace("api_key: k1", "api_key: 0o17")),
+        ("api_key -.5", OK.replace("api_key: k1", "api_key: -.5")),
+        ("api_key .NaN", OK.replace("api_key: k1", "api_key: .NaN")),
+        ("api_key 1_000 (text in YAML 1.2)", OK.replace("api_key: k1", "api_key: 1_000")),
+        ("api_key 0777 (text in YAML 1.2)", OK.replace("api_key: k1", "api_key: 0777")),
+        ("api_key 1:20 (text in YAML 1.2)", OK.replace("api_key: k1", "api_key: 1:20")),
+        ("merge key", f'- &base\n  username: alice\n  hashed_password: "{HASH}"\n  api_key: k1\n'
+         "- <<: *base\n  username: bob\n  api_key: k2\n"),
+        ("anchor and alias of a list", OK + "  workspaces: &teams [team-a]\n"
+         + OK.replace("alice", "bob").replace("k1", "k2") + "  workspaces: *teams\n"),
         ("api_key control character", OK.replace("api_key: k1", 'api_key: "a\\x01b"')),
         ("missing api_key", OK.replace("  api_key: k1\n", "")),
         ("duplicate username", OK + OK.replace("k1", "k2")),
