@@ -24,7 +24,9 @@ runs the server in its own process (uvicorn, programmatically) and replaces that
 users whenever the gateway's file changes: it watches the file's folder (renames, Kubernetes'
 `..data` symlink swap) and checks the file every 0.25 s as well; SIGHUP checks at once. A change
 applies within a second, without a restart. The new users are built and validated first, then
-swapped in with one assignment, so a request sees the old users or the new ones. A file the
+swapped in with one assignment, so a request sees the old users or the new ones. For 0.3 s after
+a change the server knows the users of both versions (old keys, old workspaces, removed users),
+so that nothing the gateway sends while it applies the same change is refused. A file the
 gateway would refuse is refused here too (same rules: README, "The users file"): the last good
 users stay in force and the reason is logged. The server starts only on an Argilla version this
 was tested with (1.5.x), whose `UsersDAO` it checks before serving.
@@ -62,7 +64,12 @@ TESTED_VERSIONS = re.compile(r"^1\.5\.\d+$")
 # How often the file is checked when no file event arrives, and how long a burst of events
 # is let settle before the file is read.
 POLL_SECONDS = 0.25
-SETTLE_SECONDS = 0.05
+SETTLE_SECONDS = 0.02
+# After a change, how long the users of the file before it stay known upstream beside the new
+# ones. The gateway applies the same change a few tens of milliseconds apart (its own 50 ms
+# debounce): for that long it may still send the old key of a user whose key changed, or a
+# workspace about to go, and the upstream must not refuse them.
+OVERLAP_SECONDS = 0.3
 # Largest users file read, as in the gateway.
 MAX_FILE_BYTES = 256 << 20
 
@@ -306,8 +313,37 @@ def upstream_entry(entry):
     return entry
 
 
-def upstream_entries(entries, mode, service_key):
-    """The users the upstream must know, as Argilla 1.5 user fields."""
+def is_superuser(entry):
+    """Argilla 1.5's rule, the gateway's too: `superuser:` if given, else no `workspaces`."""
+    return entry["superuser"] if entry.get("superuser") is not None else entry.get("workspaces") is None
+
+
+def overlap(old_entries, new_entries):
+    """Both files' users at once (passthrough): each user with the reach of both versions, and
+    their old key beside the new one where it changed (an entry marked `_alias`)."""
+    old_by_name = {entry["username"]: entry for entry in old_entries}
+    new_names = {entry["username"] for entry in new_entries}
+    merged = []
+    for entry in new_entries:
+        old = old_by_name.get(entry["username"])
+        if old is None:
+            merged.append(entry)
+            continue
+        both = dict(entry)
+        both["superuser"] = is_superuser(old) or is_superuser(entry)
+        both["workspaces"] = sorted(set(old.get("workspaces") or []) | set(entry.get("workspaces") or []))
+        merged.append(both)
+        if old["api_key"] != entry["api_key"]:
+            merged.append(dict(both, api_key=old["api_key"], _alias=True))
+    merged.extend(old for old in old_entries if old["username"] not in new_names)
+    return merged
+
+
+def upstream_entries(entries, mode, service_key, previous=None):
+    """The users the upstream must know, as Argilla 1.5 user fields; with `previous` (the
+    entries of the file before), those of both files, for the overlap after a change."""
+    if previous is not None:
+        entries = overlap(previous, entries) if mode == "passthrough" else previous + entries
     if mode == "passthrough":
         return [upstream_entry(entry) for entry in entries]
     return [
@@ -417,12 +453,16 @@ class ArgillaUsers:
         """Validated Argilla users, keyed by username; raises UsersFileError."""
         users = {}
         for entry in entries:
+            entry = dict(entry)
+            alias = entry.pop("_alias", False)
             try:
                 user = self._model(**entry)
             except Exception as e:  # pydantic.ValidationError: it names fields, never a key or hash
                 why = " ".join(str(e).split())
                 raise UsersFileError("user %r: Argilla 1.5 refuses it: %s" % (entry.get("username"), why))
-            users[user.username] = user
+            # An old key during the overlap: Argilla finds users by key among all values, and by
+            # name by dict key, so the alias answers its key and hides nothing.
+            users[user.username + ("\0previous-key" if alias else "")] = user
         return users
 
     def swap(self, users):
@@ -440,8 +480,12 @@ class Sync:
         self.service_key = service_key
         self.argilla = argilla_users
         self.applied_digest = None
+        self.applied_entries = None
         self.failed_digest = None
         self.failed_message = None
+        # The file's users alone, applied when the overlap after a change ends (monotonic time).
+        self.pending = None
+        self.pending_at = None
         self.wake = threading.Event()
         self.stop = threading.Event()
 
@@ -467,7 +511,12 @@ class Sync:
                 return
             entries = parse_users(self.path, data)
             users = self.argilla.build(upstream_entries(entries, self.mode, self.service_key))
-            self.argilla.swap(users)
+            if initial:
+                self.argilla.swap(users)
+            else:
+                both = upstream_entries(entries, self.mode, self.service_key, previous=self.applied_entries)
+                self.argilla.swap(self.argilla.build(both))
+                self.pending, self.pending_at = users, time.monotonic() + OVERLAP_SECONDS
         except UsersFileError as e:
             if initial:
                 raise
@@ -477,6 +526,7 @@ class Sync:
             self.failed_message = str(e)
             return
         self.applied_digest = digest
+        self.applied_entries = entries
         self.failed_digest = None
         LOG.info(
             "upstream users %s from %s (%s mode): %d users, %d workspaces, in %.0f ms",
@@ -495,21 +545,31 @@ class Sync:
         except OSError as e:
             return ("error", e.errno)
 
+    def end_overlap(self):
+        """Leaves the new file's users alone once the overlap after a change has run out."""
+        if self.pending is not None and time.monotonic() >= self.pending_at:
+            self.argilla.swap(self.pending)
+            self.pending = None
+
     def run(self):
         """The checking loop: file events, SIGHUP, or a changed stat signature wake it."""
         last = self.stat_signature()
         while not self.stop.is_set():
-            woken = self.wake.wait(POLL_SECONDS)
+            timeout = POLL_SECONDS
+            if self.pending is not None:
+                timeout = max(0.0, min(timeout, self.pending_at - time.monotonic()))
+            woken = self.wake.wait(timeout)
             if self.stop.is_set():
                 return
-            now = self.stat_signature()
-            if not woken and now == last:
-                continue
-            if woken:
-                time.sleep(SETTLE_SECONDS)  # let a burst of events (write, rename) finish
-                self.wake.clear()
-            last = self.stat_signature()
             try:
+                self.end_overlap()
+                now = self.stat_signature()
+                if not woken and now == last:
+                    continue
+                if woken:
+                    time.sleep(SETTLE_SECONDS)  # let a burst of events (write, rename) finish
+                    self.wake.clear()
+                last = self.stat_signature()
                 self.check()
             except Exception:  # never let the checker die: the poll tries again
                 LOG.exception("users file check failed")
@@ -533,7 +593,7 @@ class Sync:
         while not self.stop.is_set():
             try:
                 changes = watch(
-                    folder, watch_filter=relevant, debounce=200, step=20, stop_event=self.stop, raise_interrupt=False
+                    folder, watch_filter=relevant, debounce=200, step=5, stop_event=self.stop, raise_interrupt=False
                 )
                 for _ in changes:
                     self.wake.set()
