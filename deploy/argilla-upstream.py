@@ -24,9 +24,10 @@ runs the server in its own process (uvicorn, programmatically) and replaces that
 users whenever the gateway's file changes: it watches the file's folder (renames, Kubernetes'
 `..data` symlink swap) and checks the file every 0.25 s as well; SIGHUP checks at once. A change
 applies within a second, without a restart. The new users are built and validated first, then
-swapped in with one assignment, so a request sees the old users or the new ones. For 0.3 s after
-a change the server knows the users of both versions (old keys, old workspaces, removed users),
-so that nothing the gateway sends while it applies the same change is refused. A file the
+swapped in with one assignment, so a request sees the old users or the new ones. The file is
+read 20 ms after a file event, before the gateway's 50 ms debounce ends, and for 0.3 s after a
+change the server also knows the users of the version before (old keys, old workspaces, removed
+users): what the gateway sends while it applies the same change is not refused. A file the
 gateway would refuse is refused here too (same rules: README, "The users file"): the last good
 users stay in force and the reason is logged. The server starts only on an Argilla version this
 was tested with (1.5.x), whose `UsersDAO` it checks before serving.
