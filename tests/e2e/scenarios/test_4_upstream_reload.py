@@ -159,6 +159,11 @@ class SteadyClient:
         self.reader.join(10)
 
 
+def upstream_as(api_key, method, path, **kwargs):
+    """A raw HTTP call straight to the upstream with this key (passthrough: a user's own)."""
+    return requests.request(method, UPSTREAM + path, headers={"X-Argilla-Api-Key": api_key}, timeout=10, **kwargs)
+
+
 def superuser_workspaces_upstream():
     """What the upstream's superuser reaches (service: the service user; passthrough: admin)."""
     return set(upstream("GET", "/api/me").json()["workspaces"])
@@ -210,7 +215,7 @@ def test_upstream_reaches_what_the_gateway_reaches():
     assert same, (superuser_workspaces_upstream(), expected)
     if MODE == "passthrough":
         # The file's users themselves, with their own keys and workspaces.
-        me = requests.get(UPSTREAM + "/api/me", headers={"X-Argilla-Api-Key": USERS["alice"]["api_key"]}, timeout=10)
+        me = upstream_as(USERS["alice"]["api_key"], "GET", "/api/me")
         assert me.status_code == 200 and set(me.json()["workspaces"]) == {"team-a", "team-b", "alice"}
 
 
@@ -230,7 +235,8 @@ def test_public_defaults_open_nothing_upstream():
     for case, headers in cases:
         r = requests.get(UPSTREAM + "/api/me", headers=headers, timeout=10)
         assert r.status_code == 401, f"{case}: upstream answered {r.status_code}"
-    login = requests.post(UPSTREAM + "/api/security/token", data={"username": "argilla", "password": "1234"}, timeout=10)
+    login = requests.post(UPSTREAM + "/api/security/token", data={"username": "argilla", "password": "1234"},
+                          timeout=10)
     assert login.status_code == 401, f"default login: upstream answered {login.status_code}"
 
 
@@ -274,9 +280,9 @@ def test_existing_users_stay_out_of_the_new_workspace():
         assert r.status_code == 404, (user, r.status_code)
         if MODE == "passthrough":
             # The upstream agrees on its own: it knows alice and bob with their own workspaces.
-            r = requests.get(UPSTREAM + "/api/datasets/s4-erin-team", params={"workspace": NEW},
-                             headers={"X-Argilla-Api-Key": USERS[user]["api_key"]}, timeout=10)
-            assert r.status_code == 404 and argilla_error(r) == ("EntityNotFoundError", {"name": NEW, "type": "Workspace"}), r.text
+            r = upstream_as(USERS[user]["api_key"], "GET", "/api/datasets/s4-erin-team", params={"workspace": NEW})
+            assert r.status_code == 404, r.text
+            assert argilla_error(r) == ("EntityNotFoundError", {"name": NEW, "type": "Workspace"}), r.text
 
 
 def test_changed_key_works_within_a_second(original_users):
@@ -292,14 +298,10 @@ def test_changed_key_works_within_a_second(original_users):
     report("changed key: usable after (s)", round(elapsed, 3))
     assert gw("GET", "/api/me", headers={"X-Argilla-Api-Key": old_key}).status_code == 401
     if MODE == "passthrough":
-        new = requests.get(UPSTREAM + "/api/me", headers={"X-Argilla-Api-Key": bob["api_key"]}, timeout=10)
+        new = upstream_as(bob["api_key"], "GET", "/api/me")
         assert new.status_code == 200
         # The old key stays known upstream for the launcher's overlap (0.3 s), then no more.
-        gone, _ = poll_until(
-            lambda: requests.get(UPSTREAM + "/api/me", headers={"X-Argilla-Api-Key": old_key}, timeout=10).status_code
-            == 401,
-            WITHIN,
-        )
+        gone, _ = poll_until(lambda: upstream_as(old_key, "GET", "/api/me").status_code == 401, WITHIN)
         assert gone, "bob's old key still known upstream a second after the change"
     # Back to the original key, for the scenarios after this one.
     write_users_file(with_user(current, next(e for e in original_users if e["username"] == "bob")), atomic=True)
@@ -359,7 +361,7 @@ def test_removed_user_is_refused_at_once(original_users):
         if r.status_code != 404 or argilla_error(r) != ("EntityNotFoundError", {"name": NEW, "type": "Workspace"}):
             return False
         if MODE == "passthrough":
-            r = requests.get(UPSTREAM + "/api/me", headers={"X-Argilla-Api-Key": erin["api_key"]}, timeout=10)
+            r = upstream_as(erin["api_key"], "GET", "/api/me")
             return r.status_code == 401
         return True
 
@@ -376,11 +378,14 @@ def test_disabled_user_opens_nothing_upstream(original_users):
     dave = USERS["dave"]
 
     def upstream_me():
-        return requests.get(UPSTREAM + "/api/me", headers={"X-Argilla-Api-Key": dave["api_key"]}, timeout=10).status_code
+        return upstream_as(dave["api_key"], "GET", "/api/me").status_code
 
     # An e-mail the gateway takes but Argilla's own pattern does not must not stop the file upstream.
     write_users_file(original_users + [dict(dave["entry"], email="dave@localhost")], atomic=True)
-    known, _ = poll_until(lambda: "dave" in superuser_workspaces_upstream() and gw("GET", "/api/me", user="dave").status_code == 200, WITHIN)
+    def known_everywhere():
+        return "dave" in superuser_workspaces_upstream() and gw("GET", "/api/me", user="dave").status_code == 200
+
+    known, _ = poll_until(known_everywhere, WITHIN)
     assert known, "dave was not applied"
     if MODE == "passthrough":
         assert upstream_me() == 200
@@ -414,7 +419,8 @@ def test_steady_client_sees_no_failure_during_50_changes(original_users):
 
             def applied():
                 me = gw("GET", "/api/me", user="dave")
-                return me.status_code == 200 and workspace in me.json()["workspaces"] and workspace in superuser_workspaces_upstream()
+                at_gateway = me.status_code == 200 and workspace in me.json()["workspaces"]
+                return at_gateway and workspace in superuser_workspaces_upstream()
 
             ok, elapsed = poll_until(applied, WITHIN, interval=0.01)
             assert ok, f"change {i}: not applied by gateway and upstream {elapsed:.2f}s after the write"
@@ -585,6 +591,7 @@ if MODE == "service":
                 launcher_ok, why = False, str(e)
         gateway_ok = gateway.returncode == 0
         assert launcher_ok == gateway_ok, (
-            f"{case}: gateway {'accepts' if gateway_ok else 'refuses'} ({gateway.stdout[-300:]}{gateway.stderr[-300:]}), "
+            f"{case}: gateway {'accepts' if gateway_ok else 'refuses'} "
+            f"({gateway.stdout[-300:]}{gateway.stderr[-300:]}), "
             f"launcher {'accepts' if launcher_ok else 'refuses'} ({why})"
         )
