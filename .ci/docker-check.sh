@@ -4,7 +4,8 @@
 #   - docker-compose.yml: Debian's docker-compose `config` with and without the key variable,
 #     and the properties the deployment relies on (argilla unpublished, gateway on 6900, users
 #     folder mounted read-only, one key variable for both).
-#   - deploy/upstream-users.py: the upstream users file it generates.
+#   - deploy/argilla-upstream.py: parses as Python 3.9 (the Argilla image's), refuses a bad
+#     configuration with exit 2 and a message (its hot reload is proven by tests/e2e/run.sh).
 #   - The release binary: `cargo build --release --locked`, and the static musl binary exactly as
 #     the Dockerfile builds it, each started on a free port with the shipped gateway.toml and
 #     deploy/users.yml.example; `healthcheck` must exit 0 while it serves and 1 after it stops.
@@ -120,50 +121,51 @@ check(genv.get("ARGILLA_GATEWAY_UPSTREAM_URL") == "http://argilla:6900", "gatewa
 aenv = argilla["environment"]
 check(aenv.get("ARGILLA_ELASTICSEARCH") == "http://elasticsearch:9200", "argilla uses elasticsearch")
 check(str(aenv.get("ARGILLA_ENABLE_TELEMETRY")) == "0", "argilla telemetry off")
-script = " ".join(argilla.get("command") or [])
-check("upstream-users.py" in script and "ARGILLA_LOCAL_AUTH_DEFAULT_APIKEY=" in script
-      and "exec /bin/bash /start_argilla_server.sh" in script,
-      "argilla generates its users file and a random default key, then runs its start script")
+check(argilla.get("entrypoint") == ["python", "/opt/argilla-gateway/argilla-upstream.py"]
+      and argilla.get("command") == ["--users", "/etc/argilla-gateway/users/users.yml",
+                                     "--host", "0.0.0.0", "--port", "6900"],
+      "argilla runs deploy/argilla-upstream.py on the mounted users.yml, port 6900")
+check(any(isinstance(v, dict) and v.get("target") == "/opt/argilla-gateway/argilla-upstream.py"
+          and v.get("read_only") is True and v.get("source", "").endswith("deploy/argilla-upstream.py")
+          for v in argilla.get("volumes", [])),
+      "argilla mounts deploy/argilla-upstream.py read-only")
+check("ARGILLA_LOCAL_AUTH_USERS_DB_FILE" not in aenv,
+      "argilla gets no users file of its own (the launcher gives it the gateway's users)")
 check(config.get("networks", {}).get("backend", {}).get("internal") is True
       and list(argilla.get("networks", {})) == ["backend"],
       "argilla is only on the internal backend network")
 sys.exit(1 if problems else 0)
 PY
 
-step "deploy/upstream-users.py"
-# The argilla-server:v1.5.0 image runs Python 3.9: the generator must parse as 3.9.
+step "deploy/argilla-upstream.py"
+# The argilla-server:v1.5.0 image runs Python 3.9: the launcher must parse as 3.9.
 /usr/bin/python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 9))' \
-    deploy/upstream-users.py
-generated=$("${clean_env[@]}" "$KEY_VAR=ci-dummy-service-key" \
-    /usr/bin/python3 deploy/upstream-users.py deploy/users.yml.example 2>/dev/null)
-/usr/bin/python3 - "$generated" <<'PY'
-import sys, yaml
-users = yaml.safe_load(sys.argv[1])
-assert len(users) == 1, users
-u = users[0]
-assert u["api_key"] == "ci-dummy-service-key" and u["superuser"] is True, u
-assert u["workspaces"] == ["admin", "alice", "bob", "shared", "team-a", "team-b"], u["workspaces"]
-print("ok   service mode: one superuser with the service key and every workspace")
-PY
-if "${clean_env[@]}" /usr/bin/python3 deploy/upstream-users.py deploy/users.yml.example >/dev/null 2>&1; then
-    die "upstream-users.py succeeded without $KEY_VAR"
-fi
-if "${clean_env[@]}" "$KEY_VAR=x" /usr/bin/python3 deploy/upstream-users.py /nonexistent/users.yml >/dev/null 2>&1; then
-    die "upstream-users.py succeeded without the gateway's users file"
-fi
-ARGILLA_GATEWAY_UPSTREAM_MODE=passthrough /usr/bin/python3 deploy/upstream-users.py \
-    deploy/users.yml.example | cmp -s - deploy/users.yml.example ||
-    die "passthrough mode must copy the gateway's users file"
-echo "ok   refuses a missing key or file; passthrough copies the file"
-# When tests/e2e/run.sh has installed the real Argilla 1.5 server, let its own model read it.
-if [ -x .e2e/venv-server/bin/python ]; then
-    printf '%s\n' "$generated" | .e2e/venv-server/bin/python -c '
-import sys, yaml
-from argilla.server.security.auth_provider.local.users.model import UserInDB
-users = [UserInDB(**u) for u in yaml.safe_load(sys.stdin)]
-assert users[0].superuser, users
-print("ok   Argilla 1.5 UserInDB accepts it:", users[0].username, sorted(users[0].workspaces))'
-fi
+    deploy/argilla-upstream.py
+# expect_refusal LABEL MESSAGE-PART ENV... : the launcher exits 2 naming the problem.
+expect_refusal() {
+    local label=$1 part=$2 out rc=0
+    shift 2
+    out=$("${clean_env[@]}" -u ARGILLA_LOCAL_AUTH_USERS_DB_FILE "$@" /usr/bin/python3 deploy/argilla-upstream.py \
+        --users "${LAUNCHER_USERS:-deploy/users.yml.example}" --port 9 2>&1) || rc=$?
+    [ "$rc" -eq 2 ] || die "argilla-upstream.py, $label: exit $rc (expected 2): $out"
+    printf '%s' "$out" | grep -q -- "$part" || die "argilla-upstream.py, $label: no '$part' in: $out"
+    echo "ok   refuses $label"
+}
+expect_refusal "a missing service key" "ARGILLA_GATEWAY_UPSTREAM_API_KEY is not set"
+expect_refusal "the public default key as service key" "public default key" "$KEY_VAR=argilla.apikey"
+expect_refusal "an unknown mode" "must be \`service\` or \`passthrough\`" ARGILLA_GATEWAY_UPSTREAM_MODE=proxy
+expect_refusal "a users file of Argilla's own" "unset the variable" "$KEY_VAR=x" ARGILLA_LOCAL_AUTH_USERS_DB_FILE=/tmp/u.yml
+LAUNCHER_USERS=/nonexistent/users.yml expect_refusal "a missing users file" "file not found" "$KEY_VAR=x"
+# /usr/bin/python3 has no Argilla: the version guard must say so, after the file passed.
+expect_refusal "a Python without argilla[server] 1.5" "argilla is not installed" "$KEY_VAR=x"
+expect_refusal "passthrough without argilla either" "argilla is not installed" ARGILLA_GATEWAY_UPSTREAM_MODE=passthrough
+# An Argilla it was not tested with (only its package metadata is needed to be refused).
+fake_argilla=$(mktemp -d)
+mkdir "$fake_argilla/argilla-1.6.0.dist-info"
+printf 'Metadata-Version: 2.1\nName: argilla\nVersion: 1.6.0\n' >"$fake_argilla/argilla-1.6.0.dist-info/METADATA"
+expect_refusal "Argilla 1.6" "argilla 1.6.0 is installed, but this launcher knows only Argilla 1.5.x" \
+    "$KEY_VAR=x" PYTHONPATH="$fake_argilla"
+rm -rf "$fake_argilla"
 
 # Start a binary with the image's configuration on a free loopback port; check `healthcheck`.
 check_binary() { # label binary

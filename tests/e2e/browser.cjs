@@ -1,4 +1,4 @@
-// Scenario 4: the web app bundled with Argilla 1.5.1, in headless Chromium, through the gateway.
+// The web-app scenario: the web app bundled with Argilla 1.5.1, in headless Chromium, through the gateway.
 //
 // Run by run.sh with E2E_FIXTURE (the run's URLs and users), E2E_NODE_MODULES (where
 // playwright-core is installed), E2E_CHROMIUM, E2E_ARTIFACTS_DIR (screenshot) and E2E_RESULT

@@ -1,16 +1,18 @@
-"""Writes one run's users files and fixture: random keys, passwords and bcrypt hashes.
+"""Writes one stack's users file and fixture: random keys, passwords and bcrypt hashes.
 
-Usage: gen_fixture.py RUN_DIR GATEWAY_URL UPSTREAM_URL
+Usage: gen_fixture.py RUN_DIR GATEWAY_URL UPSTREAM_URL MODE UPSTREAM_LOG
+
+MODE is the gateway's upstream mode (service or passthrough); UPSTREAM_LOG is where run.sh
+writes the upstream launcher's log (deploy/argilla-upstream.py), read by scenario 4. The upstream
+takes its users from gateway-users.yml through that launcher: there is no second users file.
 
 Writes into RUN_DIR:
-  upstream-users.yml  the upstream Argilla's users file: one superuser, `gateway`, whose
-                      `workspaces` names every workspace the scenarios use (an Argilla 1.5
-                      superuser only reaches workspaces named in its own file)
   gateway-users.yml   the gateway's users file: alice (team workspaces), bob (`workspaces: []`)
                       and admin (superuser)
   fixture.json        everything the scenarios need: URLs, file paths, users and their secrets,
-                      plus carol, who scenario 3 adds to and removes from gateway-users.yml
-  secrets.env         shell assignments read by run.sh (upstream service key and secrets)
+                      plus carol (scenario 3), erin and dave (scenario 4), who the scenarios add
+                      to and remove from gateway-users.yml
+  secrets.env         shell assignments read by run.sh (upstream service key, gateway secret)
 """
 
 import json
@@ -24,6 +26,7 @@ import yaml
 
 TEAM_WORKSPACES = ["team-a", "team-b"]
 OTHER_TEAM = "team-c"
+NEW_WORKSPACE = "team-new"
 
 
 def user(username, workspaces, superuser=None, rounds=4):
@@ -43,26 +46,25 @@ def user(username, workspaces, superuser=None, rounds=4):
 
 
 def main():
-    run_dir, gateway_url, upstream_url = sys.argv[1:4]
+    run_dir, gateway_url, upstream_url, mode, upstream_log = sys.argv[1:6]
+    if mode not in ("service", "passthrough"):
+        sys.exit("gen_fixture.py: MODE must be service or passthrough, not %r" % mode)
     alice, alice_pw = user("alice", list(TEAM_WORKSPACES))
     bob, bob_pw = user("bob", [])
     # A superuser that also names the other team's workspace, so that the gateway knows it.
     admin, admin_pw = user("admin", [OTHER_TEAM], superuser=True)
     carol, carol_pw = user("carol", ["team-a"])
-    service, _ = user("gateway", None, rounds=4)
+    # Scenario 4: erin arrives with a workspace nobody named before; dave's workspaces churn.
+    erin, erin_pw = user("erin", [NEW_WORKSPACE])
+    dave, dave_pw = user("dave", [])
+    # The key the gateway sends upstream in service mode (deploy/argilla-upstream.py makes it the
+    # upstream's only superuser). In passthrough mode the upstream knows the file's users, so
+    # the scenarios check the upstream with admin's own key.
+    service_key = "gateway-service." + secrets.token_hex(24)
 
-    every_workspace = TEAM_WORKSPACES + [OTHER_TEAM, "alice", "bob", "admin", "carol"]
-    service["workspaces"] = every_workspace
-    service["superuser"] = True
-
-    def dump(path, entries):
-        with open(path, "w") as f:
-            yaml.safe_dump(entries, f, sort_keys=False)
-
-    upstream_users = os.path.join(run_dir, "upstream-users.yml")
     gateway_users = os.path.join(run_dir, "gateway-users.yml")
-    dump(upstream_users, [service])
-    dump(gateway_users, [alice, bob, admin])
+    with open(gateway_users, "w") as f:
+        yaml.safe_dump([alice, bob, admin], f, sort_keys=False)
 
     def public(entry, password):
         return {
@@ -76,7 +78,10 @@ def main():
     fixture = {
         "gateway_url": gateway_url,
         "upstream_url": upstream_url,
-        "upstream_api_key": service["api_key"],
+        "mode": mode,
+        "upstream_api_key": service_key if mode == "service" else admin["api_key"],
+        "upstream_log": upstream_log,
+        "new_workspace": NEW_WORKSPACE,
         "gateway_users_file": gateway_users,
         "run_dir": run_dir,
         "team_workspaces": TEAM_WORKSPACES,
@@ -86,15 +91,15 @@ def main():
             "bob": public(bob, bob_pw),
             "admin": public(admin, admin_pw),
             "carol": public(carol, carol_pw),
+            "erin": public(erin, erin_pw),
+            "dave": public(dave, dave_pw),
         },
     }
     with open(os.path.join(run_dir, "fixture.json"), "w") as f:
         json.dump(fixture, f, indent=2)
 
     assignments = {
-        "UPSTREAM_API_KEY": service["api_key"],
-        "UPSTREAM_DEFAULT_APIKEY": secrets.token_hex(24),
-        "UPSTREAM_SECRET_KEY": secrets.token_hex(32),
+        "UPSTREAM_API_KEY": service_key,
         "GATEWAY_SECRET_KEY": secrets.token_hex(32),
     }
     with open(os.path.join(run_dir, "secrets.env"), "w") as f:

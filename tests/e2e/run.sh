@@ -77,7 +77,7 @@ start() {
 
 # wait_http NAME URL SECONDS: poll URL until it answers 2xx; fail if the process died or time ran out.
 wait_http() {
-  local name=$1 url=$2 limit=$3 pid=${PIDS[-1]} deadline
+  local name=$1 url=$2 limit=$3 pid=${WAIT_PID:-${PIDS[-1]}} deadline
   deadline=$(($(date +%s) + limit))
   until "$CLIENT_PY" - "$url" <<'EOF' 2>/dev/null; do
 import sys, urllib.request
@@ -208,9 +208,11 @@ fi
 say "prerequisites ready after $(($(date +%s) - STARTED))s"
 
 # ---------------------------------------------------------------- ports, users, secrets
-read -r ES_PORT UPSTREAM_PORT GATEWAY_PORT < <("$CLIENT_PY" - <<'EOF'
+# Two stacks, each its own osmem, upstream and gateway: the gateway's `service` mode (every
+# scenario) and its `passthrough` mode (scenario 4: the upstream's users follow the file).
+read -r ES_PORT UPSTREAM_PORT GATEWAY_PORT PT_ES_PORT PT_UPSTREAM_PORT PT_GATEWAY_PORT < <("$CLIENT_PY" - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(6)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -221,47 +223,82 @@ EOF
 ES_URL=http://127.0.0.1:$ES_PORT
 UPSTREAM_URL=http://127.0.0.1:$UPSTREAM_PORT
 GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+PT_RUN=$RUN/passthrough
+PT_ES_URL=http://127.0.0.1:$PT_ES_PORT
+PT_UPSTREAM_URL=http://127.0.0.1:$PT_UPSTREAM_PORT
+PT_GATEWAY_URL=http://127.0.0.1:$PT_GATEWAY_PORT
+mkdir -p "$PT_RUN"
 
-"$CLIENT_PY" "$HERE/gen_fixture.py" "$RUN" "$GATEWAY_URL" "$UPSTREAM_URL"
+"$CLIENT_PY" "$HERE/gen_fixture.py" "$RUN" "$GATEWAY_URL" "$UPSTREAM_URL" service "$LOGS/upstream.log"
+"$CLIENT_PY" "$HERE/gen_fixture.py" "$PT_RUN" "$PT_GATEWAY_URL" "$PT_UPSTREAM_URL" passthrough \
+  "$LOGS/upstream-passthrough.log"
 # shellcheck source=/dev/null
 source "$RUN/secrets.env"
+PT_GATEWAY_SECRET_KEY=$(sed -n 's/^GATEWAY_SECRET_KEY=//p' "$PT_RUN/secrets.env")
 
-# ---------------------------------------------------------------- start the stack
-start osmem "$LOGS/osmem.log" "$OSMEM_BIN" -addr "127.0.0.1:$ES_PORT" -no-stdin-watch -no-ja
-wait_http osmem "$ES_URL/" 30
-
-# The upstream runs from $RUN so that no stray .users.yml in the repo is picked up.
-cd "$RUN"
-start upstream "$LOGS/upstream.log" env \
-  ARGILLA_ELASTICSEARCH="$ES_URL" \
-  ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$RUN/upstream-users.yml" \
-  ARGILLA_LOCAL_AUTH_DEFAULT_APIKEY="$UPSTREAM_DEFAULT_APIKEY" \
-  ARGILLA_LOCAL_AUTH_SECRET_KEY="$UPSTREAM_SECRET_KEY" \
-  ARGILLA_ENABLE_TELEMETRY=0 \
-  "$WORK/venv-server/bin/uvicorn" argilla:app --host 127.0.0.1 --port "$UPSTREAM_PORT"
-wait_http upstream "$UPSTREAM_URL/api/docs/spec.json" 150
-
-start gateway "$LOGS/gateway.log" env \
-  ARGILLA_GATEWAY_LISTEN="127.0.0.1:$GATEWAY_PORT" \
-  ARGILLA_GATEWAY_UPSTREAM_URL="$UPSTREAM_URL" \
-  ARGILLA_GATEWAY_UPSTREAM_MODE=service \
-  ARGILLA_GATEWAY_UPSTREAM_API_KEY="$UPSTREAM_API_KEY" \
-  ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$RUN/gateway-users.yml" \
-  ARGILLA_LOCAL_AUTH_SECRET_KEY="$GATEWAY_SECRET_KEY" \
-  NO_COLOR=1 \
-  "$GATEWAY_BIN"
-wait_http gateway "$GATEWAY_URL/healthz" 30
-cd "$ROOT"
+# ---------------------------------------------------------------- start the stacks
+# start_stack SUFFIX MODE RUN_DIR ES_PORT UPSTREAM_PORT GATEWAY_PORT GATEWAY_SECRET
+# The upstream is the Argilla 1.5.1 server run by deploy/argilla-upstream.py, which gives it its
+# users from the gateway's users file and keeps them in step while the file changes. Each stack
+# runs from its run folder, so that no stray .users.yml in the repo is picked up.
+start_stack() {
+  local suffix=$1 mode=$2 dir=$3 es_port=$4 upstream_port=$5 gateway_port=$6 secret=$7
+  cd "$dir"
+  start "osmem$suffix" "$LOGS/osmem$suffix.log" "$OSMEM_BIN" -addr "127.0.0.1:$es_port" -no-stdin-watch -no-ja
+  start "upstream$suffix" "$LOGS/upstream$suffix.log" env -u ARGILLA_LOCAL_AUTH_USERS_DB_FILE \
+    ARGILLA_ELASTICSEARCH="http://127.0.0.1:$es_port" \
+    ARGILLA_ENABLE_TELEMETRY=0 \
+    ARGILLA_GATEWAY_UPSTREAM_MODE="$mode" \
+    ARGILLA_GATEWAY_UPSTREAM_API_KEY="$UPSTREAM_API_KEY" \
+    "$SERVER_PY" "$ROOT/deploy/argilla-upstream.py" --users "$dir/gateway-users.yml" \
+    --host 127.0.0.1 --port "$upstream_port"
+  start "gateway$suffix" "$LOGS/gateway$suffix.log" env \
+    ARGILLA_GATEWAY_LISTEN="127.0.0.1:$gateway_port" \
+    ARGILLA_GATEWAY_UPSTREAM_URL="http://127.0.0.1:$upstream_port" \
+    ARGILLA_GATEWAY_UPSTREAM_MODE="$mode" \
+    ARGILLA_GATEWAY_UPSTREAM_API_KEY="$UPSTREAM_API_KEY" \
+    ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$dir/gateway-users.yml" \
+    ARGILLA_LOCAL_AUTH_SECRET_KEY="$secret" \
+    NO_COLOR=1 \
+    "$GATEWAY_BIN"
+  cd "$ROOT"
+}
+# wait_started NAME URL SECONDS: wait_http for the process started under NAME.
+wait_started() {
+  local name=$1 i
+  for i in "${!NAMES[@]}"; do
+    if [[ ${NAMES[i]} == "$name" ]]; then
+      WAIT_PID=${PIDS[i]} wait_http "$@"
+      return
+    fi
+  done
+  die "internal: no process named $name"
+}
+start_stack "" service "$RUN" "$ES_PORT" "$UPSTREAM_PORT" "$GATEWAY_PORT" "$GATEWAY_SECRET_KEY"
+start_stack -passthrough passthrough "$PT_RUN" "$PT_ES_PORT" "$PT_UPSTREAM_PORT" "$PT_GATEWAY_PORT" \
+  "$PT_GATEWAY_SECRET_KEY"
+wait_started osmem "$ES_URL/" 30
+wait_started osmem-passthrough "$PT_ES_URL/" 30
+wait_started upstream "$UPSTREAM_URL/api/docs/spec.json" 150
+wait_started upstream-passthrough "$PT_UPSTREAM_URL/api/docs/spec.json" 150
+wait_started gateway "$GATEWAY_URL/healthz" 30
+wait_started gateway-passthrough "$PT_GATEWAY_URL/healthz" 30
 
 # ---------------------------------------------------------------- scenarios
 export E2E_FIXTURE=$RUN/fixture.json
 export E2E_ARTIFACTS_DIR=$ARTIFACTS
+export E2E_GATEWAY_BIN=$GATEWAY_BIN
 set +e
-say "scenarios 1-3: Python client (pytest)"
+say "scenarios 1-4: Python client (pytest), gateway in service mode"
 PYTHONDONTWRITEBYTECODE=1 timeout 900 "$CLIENT_PY" -m pytest "$HERE/scenarios" \
   -c "$HERE/pytest.ini" -v -rfE --junitxml="$RUN/pytest.xml" </dev/null
 PYTEST_RC=$?
-say "scenario 4: web app in headless Chromium"
+say "scenario 4 again: Python client (pytest), gateway in passthrough mode"
+E2E_FIXTURE=$PT_RUN/fixture.json PYTHONDONTWRITEBYTECODE=1 timeout 300 "$CLIENT_PY" -m pytest \
+  "$HERE/scenarios/test_4_upstream_reload.py" -c "$HERE/pytest.ini" -v -rfE \
+  --junitxml="$RUN/pytest-passthrough.xml" </dev/null
+PT_PYTEST_RC=$?
+say "web app in headless Chromium"
 E2E_NODE_MODULES=$NODE_DIR/node_modules E2E_CHROMIUM=$CHROMIUM E2E_RESULT=$RUN/browser.json \
   timeout 300 node "$HERE/browser.cjs" </dev/null
 BROWSER_RC=$?
@@ -270,21 +307,25 @@ set -e
 stop_all
 say "screenshots and artifacts: $ARTIFACTS"
 say "logs: $LOGS"
-SUMMARY=$("$CLIENT_PY" - "$RUN/pytest.xml" "$PYTEST_RC" "$RUN/browser.json" "$BROWSER_RC" <<'EOF'
+SUMMARY=$("$CLIENT_PY" - "$RUN/browser.json" "$BROWSER_RC" "$RUN/pytest.xml" "$PYTEST_RC" \
+  "$RUN/pytest-passthrough.xml" "$PT_PYTEST_RC" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET
-junit, pytest_rc, browser, browser_rc = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+browser, browser_rc = sys.argv[1], int(sys.argv[2])
 passed = failed = 0
-try:
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        # a skipped scenario counts as failed: this suite never skips
-        if any(child.tag in ("failure", "error", "skipped") for child in case):
-            failed += 1
-        else:
-            passed += 1
-except (OSError, ET.ParseError):
-    pass
-if pytest_rc != 0 and failed == 0:
-    failed += 1  # pytest itself failed (collected nothing, crashed, timed out)
+for junit, pytest_rc in zip(sys.argv[3::2], map(int, sys.argv[4::2])):
+    run_failed = 0
+    try:
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            # a skipped scenario counts as failed: this suite never skips
+            if any(child.tag in ("failure", "error", "skipped") for child in case):
+                run_failed += 1
+            else:
+                passed += 1
+    except (OSError, ET.ParseError):
+        pass
+    if pytest_rc != 0 and run_failed == 0:
+        run_failed += 1  # pytest itself failed (collected nothing, crashed, timed out)
+    failed += run_failed
 try:
     with open(browser) as f:
         result = json.load(f)
