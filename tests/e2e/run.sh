@@ -256,6 +256,8 @@ cd "$ROOT"
 # ---------------------------------------------------------------- scenarios
 export E2E_FIXTURE=$RUN/fixture.json
 export E2E_ARTIFACTS_DIR=$ARTIFACTS
+# Scenario 5 starts its own search emulator, Argilla upstream and gateway from these.
+export E2E_UVICORN=$WORK/venv-server/bin/uvicorn E2E_OSMEM_BIN=$OSMEM_BIN E2E_GATEWAY_BIN=$GATEWAY_BIN E2E_LOGS_DIR=$LOGS
 set +e
 say "scenarios 1-3: Python client (pytest)"
 PYTHONDONTWRITEBYTECODE=1 timeout 900 "$CLIENT_PY" -m pytest "$HERE/scenarios" \

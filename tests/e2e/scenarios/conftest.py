@@ -2,7 +2,8 @@
 
 run.sh starts osmem-server, the upstream Argilla 1.5.1 (service mode: one superuser, `gateway`,
 whose key only the gateway and these helpers' upstream checks know) and the gateway, then writes
-the run's fixture (URLs, users, secrets) to the JSON file named by E2E_FIXTURE.
+the run's fixture (URLs, users, secrets) to the JSON file named by E2E_FIXTURE. Scenario 5 starts
+a stack of its own beside it (E2E_UVICORN, E2E_OSMEM_BIN, E2E_GATEWAY_BIN, E2E_LOGS_DIR).
 """
 
 import base64
@@ -16,6 +17,9 @@ import requests
 import yaml
 
 GATEWAY_TIMEOUT = 30
+
+# Lines a scenario wants in the closing summary (scenario 5 lists the routes it compared).
+SUMMARY_LINES = []
 
 
 def _load_fixture():
@@ -137,7 +141,18 @@ def poll_until(check, seconds, interval=0.05):
 def pytest_collection_finish(session):
     # A run that collects nothing must fail (pytest exits 5); also insist on every scenario file.
     files = {os.path.basename(str(item.fspath)) for item in session.items}
-    expected = {"test_1_api_key.py", "test_2_basic_auth.py", "test_3_hot_reload.py"}
+    expected = {"test_1_api_key.py", "test_2_basic_auth.py", "test_3_hot_reload.py", "test_5_identity_rules.py"}
     missing = expected - files
     if missing and not session.config.getoption("keyword") and not session.config.getoption("markexpr"):
         raise pytest.UsageError(f"e2e scenarios missing from the collection: {sorted(missing)}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY_LINES:
+        terminalreporter.section("routes compared")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)
+        folder = os.environ.get("E2E_ARTIFACTS_DIR")
+        if folder:
+            with open(os.path.join(folder, "identity-routes.txt"), "w") as f:
+                f.write("\n".join(SUMMARY_LINES) + "\n")
