@@ -332,6 +332,8 @@ DATASETS = {
     "discard": "TextClassification",
 }
 SEEDED_RULES = ("seed-rule", "del-new", "del-old")
+# Label schemas saved beforehand, so that reading settings has something to read.
+SETTINGS = {"TextClassification": ["fruit", "other"], "TokenClassification": ["PER", "LOC"]}
 
 
 def dataset_name(side, user, role):
@@ -343,6 +345,8 @@ def create_datasets(stack, side, user):
     for role, task in DATASETS.items():
         name = dataset_name(side, user, role)
         service_call(stack, "POST", f"/api/datasets/{name}/{task}:bulk", json={"records": RECORDS[task](3)})
+        if role in SETTINGS:
+            service_call(stack, "PATCH", f"/api/datasets/{name}/{task}/settings", json={"label_schema": {"labels": SETTINGS[role]}})
         if role == "TextClassification":
             for query in SEEDED_RULES:
                 service_call(
@@ -425,7 +429,7 @@ def recipes(method, path, ctx):
                 return [plain(filled.replace("{query}", "del-old" if deprecated else "del-new"))]
         return None
     if path.endswith("/settings"):
-        labels = ["fruit", "other"] if task == "TextClassification" else ["PER", "LOC"]
+        labels = SETTINGS[task] + ["new"]
         if method == "GET" or method == "DELETE":
             return [plain(filled)]
         if method in ("PATCH", "PUT"):
