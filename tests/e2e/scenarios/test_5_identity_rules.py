@@ -127,7 +127,7 @@ class Stack:
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
-        for name, proc in reversed(self.procs):
+        for _, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -139,8 +139,7 @@ class Stack:
 class Side:
     """One way of asking: straight to the real server, or through the service-mode gateway."""
 
-    def __init__(self, tag, url, gateway_log=None):
-        self.tag = tag
+    def __init__(self, url, gateway_log=None):
         self.url = url
         self.gateway_log = gateway_log
 
@@ -180,6 +179,8 @@ class Side:
 
 
 class Answer:
+    """What a client got: status, Argilla error code and params; the gateway's access line."""
+
     def __init__(self, response, access):
         self.status = response.status_code
         self.access = access
@@ -269,8 +270,8 @@ def stack():
             limit=30,
         )
         yield {
-            "real": Side("real", upstream_url),
-            "gateway": Side("gateway", gateway_url, gateway_log=procs.log_of("gateway")),
+            "real": Side(upstream_url),
+            "gateway": Side(gateway_url, gateway_log=procs.log_of("gateway")),
             "upstream_url": upstream_url,
             "service_key": service["api_key"],
             "users": {
