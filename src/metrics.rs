@@ -15,7 +15,7 @@ use std::{
 use crate::users::ReloadStatus;
 
 /// Route classes, as `route` label values.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 16] = [
     "public",
     "health",
     "login",
@@ -26,6 +26,7 @@ pub const ROUTES: [&str; 15] = [
     "dataset_delete",
     "records_delete",
     "settings_delete",
+    "settings_save",
     "dataset",
     "v1",
     "status",

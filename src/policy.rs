@@ -131,6 +131,11 @@ pub fn authorize(
             superuser_only("delete dataset settings")?;
             Some(workspace)
         }
+        Api::SettingsSave => {
+            let workspace = check(named.unwrap_or_else(own))?;
+            superuser_only("save dataset settings (the label schema)")?;
+            Some(workspace)
+        }
         Api::Dataset => Some(check(named.unwrap_or_else(own))?),
         Api::V1 => {
             if mode == Mode::Service && !user.superuser {
@@ -1159,6 +1164,48 @@ mod tests {
                 Query(Some("workspace=alice")),
             )
             .method("DELETE")
+            .passthrough(),
+            case(
+                "settings save, service",
+                "alice",
+                SettingsSave,
+                Some("workspace=team-a"),
+                Status(403),
+            )
+            .method("PATCH"),
+            case(
+                "settings save (deprecated PUT), service",
+                "alice",
+                SettingsSave,
+                None,
+                Status(403),
+            )
+            .method("PUT")
+            .headers(&[("x-argilla-workspace", "team-a")]),
+            case(
+                "settings save, other team: the workspace answer comes first",
+                "alice",
+                SettingsSave,
+                Some("workspace=team-b"),
+                Status(404),
+            )
+            .method("PATCH"),
+            case(
+                "settings save, superuser",
+                "root",
+                SettingsSave,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .method("PATCH"),
+            case(
+                "settings save, passthrough",
+                "alice",
+                SettingsSave,
+                Some("workspace=team-a"),
+                Query(Some("workspace=team-a")),
+            )
+            .method("PATCH")
             .passthrough(),
             // v1 and unknown routes.
             case("v1 non-superuser, service", "alice", V1, None, Status(403)),

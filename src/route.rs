@@ -47,14 +47,19 @@ pub enum Api {
     RecordsDelete,
     /// `DELETE /api/datasets/{name}/{task}/settings`: superusers only in service mode.
     SettingsDelete,
-    /// Any other route under `/api/datasets`: one workspace, the user's own by default.
+    /// `PATCH /api/datasets/{name}/{task}/settings` and the deprecated
+    /// `PUT /api/datasets/{task}/{name}/settings` (the label schema): superusers only in service
+    /// mode, as Argilla 1.5 refuses them to other users.
+    SettingsSave,
+    /// The table's other routes under `/api/datasets`: one workspace, the user's own by default.
     Dataset,
     /// `/api/v1/*` (Argilla 1.8+, keyed by UUID).
     V1,
     /// `/api/_status` (Argilla 1.5: search-engine and memory details): authenticated.
     ServerStatus,
-    /// An `/api/` route outside the table: authenticated; a workspace it names is checked; in
-    /// service mode for superusers only.
+    /// An `/api/` route outside the table, under `/api/datasets` too: authenticated; a workspace
+    /// it names is checked; in service mode for superusers only, since the gateway cannot know
+    /// which of Argilla's identity rules such a route would need.
     Other,
 }
 
@@ -69,6 +74,7 @@ impl Api {
             Self::DatasetDelete => "dataset_delete",
             Self::RecordsDelete => "records_delete",
             Self::SettingsDelete => "settings_delete",
+            Self::SettingsSave => "settings_save",
             Self::Dataset => "dataset",
             Self::V1 => "v1",
             Self::ServerStatus => "status",
@@ -102,8 +108,8 @@ const POST: &[Method] = &[Method::POST];
 const PUT: &[Method] = &[Method::PUT];
 const DELETE: &[Method] = &[Method::DELETE];
 const GET_PATCH: &[Method] = &[Method::GET, Method::PATCH];
+const PATCH: &[Method] = &[Method::PATCH];
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
-const GET_PATCH_PUT: &[Method] = &[Method::GET, Method::PATCH, Method::PUT];
 const GET_PATCH_DELETE: &[Method] = &[Method::GET, Method::PATCH, Method::DELETE];
 
 /// Argilla 1.5's v0 dataset routes (after `/api/datasets`), both task-first and name-first.
@@ -198,9 +204,12 @@ const DATASET_ROUTES: &[(&[Method], &[Seg], Api)] = &[
         ],
         Api::Dataset,
     ),
-    (GET_PATCH_PUT, &[Any, Task, Lit("settings")], Api::Dataset),
+    // Settings: GET, PATCH (save), DELETE; the deprecated task-first form saves with PUT.
+    (GET, &[Any, Task, Lit("settings")], Api::Dataset),
+    (PATCH, &[Any, Task, Lit("settings")], Api::SettingsSave),
     (DELETE, &[Any, Task, Lit("settings")], Api::SettingsDelete),
-    (GET_PATCH_PUT, &[Task, Any, Lit("settings")], Api::Dataset),
+    (GET, &[Task, Any, Lit("settings")], Api::Dataset),
+    (PUT, &[Task, Any, Lit("settings")], Api::SettingsSave),
     (DELETE, &[Task, Any, Lit("settings")], Api::SettingsDelete),
 ];
 
@@ -316,7 +325,7 @@ pub fn classify(method: &Method, raw_path: &str, headers: &HeaderMap) -> Result<
     let kind = DATASET_ROUTES
         .iter()
         .find(|(methods, pattern, _)| methods.contains(method) && matches(pattern, tail))
-        .map_or(Api::Dataset, |&(_, _, kind)| kind);
+        .map_or(Api::Other, |&(_, _, kind)| kind);
     Ok(Route::Api(kind))
 }
 
@@ -369,10 +378,10 @@ mod tests {
             ),
             ("preflight", "PREFLIGHT", "/api/datasets", Ok(Route::Public)),
             (
-                "options without preflight",
+                "options without preflight is no route of the table",
                 "OPTIONS",
                 "/api/datasets",
-                Ok(Route::Api(Dataset)),
+                Ok(Route::Api(Other)),
             ),
             ("login", "POST", "/api/security/token", Ok(Route::Login)),
             (
@@ -477,6 +486,42 @@ mod tests {
                 Ok(Route::Api(Dataset)),
             ),
             (
+                "settings get task-first",
+                "GET",
+                "/api/datasets/TokenClassification/ds/settings",
+                Ok(Route::Api(Dataset)),
+            ),
+            (
+                "settings save",
+                "PATCH",
+                "/api/datasets/ds/TextClassification/settings",
+                Ok(Route::Api(SettingsSave)),
+            ),
+            (
+                "settings save task-first (deprecated PUT)",
+                "PUT",
+                "/api/datasets/TokenClassification/ds/settings",
+                Ok(Route::Api(SettingsSave)),
+            ),
+            (
+                "settings save trailing slash",
+                "PATCH",
+                "/api/datasets/ds/TokenClassification/settings/",
+                Ok(Route::Api(SettingsSave)),
+            ),
+            (
+                "settings PUT on the name-first form is not Argilla's",
+                "PUT",
+                "/api/datasets/ds/TextClassification/settings",
+                Ok(Route::Api(Other)),
+            ),
+            (
+                "settings PATCH on the task-first form is not Argilla's",
+                "PATCH",
+                "/api/datasets/TextClassification/ds/settings",
+                Ok(Route::Api(Other)),
+            ),
+            (
                 "rule with slash",
                 "DELETE",
                 "/api/datasets/ds/TextClassification/labeling/rules/a%2Fb",
@@ -498,7 +543,19 @@ mod tests {
                 "unknown dataset route",
                 "GET",
                 "/api/datasets/ds/whatever",
-                Ok(Route::Api(Dataset)),
+                Ok(Route::Api(Other)),
+            ),
+            (
+                "known path, method Argilla 1.5 does not serve",
+                "PUT",
+                "/api/datasets/ds/records/r1",
+                Ok(Route::Api(Other)),
+            ),
+            (
+                "head is no method of the table",
+                "HEAD",
+                "/api/datasets/ds",
+                Ok(Route::Api(Other)),
             ),
             ("v1", "GET", "/api/v1/me/datasets", Ok(Route::Api(V1))),
             (

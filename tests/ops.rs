@@ -51,7 +51,7 @@ async fn graceful_shutdown_finishes_in_flight_streams_and_refuses_new_connection
 
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
-    let request = Request::get(gateway.url("/api/datasets/ds/stream"))
+    let request = Request::get(gateway.url("/api/datasets/ds/records/stream"))
         .header("x-argilla-api-key", "alice-key")
         .body(Empty::new())
         .unwrap();
@@ -411,7 +411,7 @@ async fn websocket_upgrade_passes_through_after_authentication() {
         .env("ARGILLA_GATEWAY_UPSTREAM_URL", format!("http://{echo}"))
         .start()
         .await;
-    let handshake = "GET /api/datasets/ds/ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-argilla-api-key: alice-key\r\n\r\n";
+    let handshake = "GET /api/datasets/ds/records/ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-argilla-api-key: alice-key\r\n\r\n";
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     stream.write_all(handshake.as_bytes()).await.unwrap();
     let mut head = Vec::new();

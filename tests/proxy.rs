@@ -518,7 +518,7 @@ async fn multi_megabyte_bodies_stream_intact_both_ways() {
 
     // Download: a streamed response of the same size.
     let reply = get(
-        &gateway.url("/api/datasets/ds/download"),
+        &gateway.url("/api/datasets/ds/records/download"),
         &[("x-argilla-api-key", "alice-key")],
     )
     .await;

@@ -30,13 +30,14 @@ fn store() -> &'static UserStore {
 }
 
 const USERS: [&str; 5] = ["root", "alice", "bob", "carol", "erin"];
-const APIS: [Api; 10] = [
+const APIS: [Api; 11] = [
     Api::DatasetList,
     Api::DatasetCreate,
     Api::DatasetCopy,
     Api::DatasetDelete,
     Api::RecordsDelete,
     Api::SettingsDelete,
+    Api::SettingsSave,
     Api::Dataset,
     Api::V1,
     Api::ServerStatus,
@@ -166,7 +167,7 @@ fuzz_target!(|data: &[u8]| {
     if mode == Mode::Service && !user.superuser {
         assert!(!matches!(
             api,
-            Api::DatasetDelete | Api::SettingsDelete | Api::V1 | Api::Other
+            Api::DatasetDelete | Api::SettingsDelete | Api::SettingsSave | Api::V1 | Api::Other
         ));
     }
     // The rewriter alone: whatever the query, one checked workspace comes out.

@@ -287,7 +287,8 @@ wait_started gateway-passthrough "$PT_GATEWAY_URL/healthz" 30
 # ---------------------------------------------------------------- scenarios
 export E2E_FIXTURE=$RUN/fixture.json
 export E2E_ARTIFACTS_DIR=$ARTIFACTS
-export E2E_GATEWAY_BIN=$GATEWAY_BIN
+# Scenario 5 starts its own search emulator, Argilla upstream and gateway from these.
+export E2E_UVICORN=$WORK/venv-server/bin/uvicorn E2E_OSMEM_BIN=$OSMEM_BIN E2E_GATEWAY_BIN=$GATEWAY_BIN E2E_LOGS_DIR=$LOGS
 set +e
 say "scenarios 1-4: Python client (pytest), gateway in service mode"
 PYTHONDONTWRITEBYTECODE=1 timeout 900 "$CLIENT_PY" -m pytest "$HERE/scenarios" \

@@ -87,6 +87,12 @@ refused! {
     q_delete_dataset_by_user: req("DELETE", "/api/datasets/ds?workspace=team-a", &[("X-Argilla-Api-Key", "alice-key")], "") => 403 "ForbiddenOperationError";
     q_hard_delete_last_value_false: req("DELETE", "/api/datasets/ds/data?mark_as_discarded=true&mark_as_discarded=false", &[("X-Argilla-Api-Key", "alice-key")], "") => 403 "ForbiddenOperationError";
     q_settings_delete_by_user: req("DELETE", "/api/datasets/ds/TextClassification/settings", &[("Authorization", &basic("alice", "alice-pw"))], "") => 403 "ForbiddenOperationError";
+    q_settings_save_by_user: alice_post("PATCH", "/api/datasets/ds/TextClassification/settings?workspace=team-a", JSON, r#"{"label_schema":{"labels":["a"]}}"#) => 403 "ForbiddenOperationError";
+    q_settings_save_deprecated_put_by_user: alice_post("PUT", "/api/datasets/TokenClassification/ds/settings", JSON, r#"{"label_schema":{"labels":["PER"]}}"#) => 403 "ForbiddenOperationError";
+    q_settings_save_encoded_path: alice_post("PATCH", "/api/datasets/ds/Text%43lassification/setting%73", JSON, r#"{"label_schema":{"labels":["a"]}}"#) => 403 "ForbiddenOperationError";
+    q_settings_save_trailing_slash: alice_post("PATCH", "/api/datasets/ds/TokenClassification/settings/", JSON, r#"{"label_schema":{"labels":["a"]}}"#) => 403 "ForbiddenOperationError";
+    q_settings_save_other_method_spelling: alice_post("patch", "/api/datasets/ds/TextClassification/settings", JSON, r#"{"label_schema":{"labels":["a"]}}"#) => 403 "ForbiddenOperationError";
+    q_unknown_dataset_route_by_user: alice_post("POST", "/api/datasets/ds/TextClassification:export", JSON, "{}") => 403 "ForbiddenOperationError";
 }
 
 /// (name, request, query the upstream must see)

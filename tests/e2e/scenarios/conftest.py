@@ -5,7 +5,8 @@ gives it its users from the gateway's users file) and the gateway, then writes t
 (URLs, users, secrets) to the JSON file named by E2E_FIXTURE. In the gateway's service mode the
 upstream knows one superuser, `gateway-service`, whose key only the gateway and these helpers'
 upstream checks know; in passthrough mode (scenario 4 only) it knows the file's users, and the
-upstream checks use admin's key.
+upstream checks use admin's key. Scenario 5 starts
+a stack of its own beside it (E2E_UVICORN, E2E_OSMEM_BIN, E2E_GATEWAY_BIN, E2E_LOGS_DIR).
 """
 
 import base64
@@ -19,6 +20,9 @@ import requests
 import yaml
 
 GATEWAY_TIMEOUT = 30
+
+# Lines a scenario wants in the closing summary (scenario 5 lists the routes it compared).
+SUMMARY_LINES = []
 
 
 def _load_fixture():
@@ -146,6 +150,7 @@ def pytest_collection_finish(session):
         "test_2_basic_auth.py",
         "test_3_hot_reload.py",
         "test_4_upstream_reload.py",
+        "test_5_identity_rules.py",
         "test_6_upstream_connections.py",
     }
     if FX.get("mode") == "passthrough":
@@ -153,3 +158,14 @@ def pytest_collection_finish(session):
     missing = expected - files
     if missing and not session.config.getoption("keyword") and not session.config.getoption("markexpr"):
         raise pytest.UsageError(f"e2e scenarios missing from the collection: {sorted(missing)}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY_LINES:
+        terminalreporter.section("routes compared")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)
+        folder = os.environ.get("E2E_ARTIFACTS_DIR")
+        if folder:
+            with open(os.path.join(folder, "identity-routes.txt"), "w") as f:
+                f.write("\n".join(SUMMARY_LINES) + "\n")
