@@ -630,33 +630,24 @@ fn explain(text: &str, error: &serde_yaml::Error) -> String {
     if text.len() > EXPLAIN_LIMIT {
         return located(text, &error.to_string());
     }
+    let message = error.to_string();
+    if !(message.starts_with('.') || message.starts_with('[')) {
+        // Not about one entry: the document's structure itself (a second read would only
+        // find the same thing again).
+        return structure(text, error);
+    }
     // Not even a list: the structure is broken (the reader's own error says where), or the
     // file is not a list.
     let values = match serde_yaml::from_str::<Vec<serde_yaml::Value>>(text) {
         Ok(values) => values,
         Err(structure) => {
             let message = structure.to_string();
-            if message.contains("expected a sequence") {
-                return format!("expected a YAML list of users (`- username: …`): {message}");
-            }
             if message.starts_with("invalid type") || message.contains(": invalid type") {
                 // A value the generic reader cannot hold (a 128-bit integer): the entry
                 // reader's message says what to do without echoing the value.
                 return located(text, &error.to_string());
             }
-            return match structure.location() {
-                Some(at) => {
-                    let line = at.line();
-                    let entry = entry_starts(text).filter(|&start| start <= line).count();
-                    let user = if entry == 0 {
-                        String::new()
-                    } else {
-                        format!(" (user #{entry})")
-                    };
-                    format!("{message}; check the indentation of line {line}{user}")
-                }
-                None => message,
-            };
+            return self::structure(text, &structure);
         }
     };
     let lines = entry_lines(text, values.len());
@@ -739,6 +730,27 @@ fn hint(message: &str) -> String {
         );
     }
     message.to_owned()
+}
+
+/// A structural error: the reader's message, and the line to re-indent with its entry.
+fn structure(text: &str, error: &serde_yaml::Error) -> String {
+    let message = error.to_string();
+    if message.contains("expected a sequence") {
+        return format!("expected a YAML list of users (`- username: …`): {message}");
+    }
+    match error.location() {
+        Some(at) => {
+            let line = at.line();
+            let entry = entry_starts(text).filter(|&start| start <= line).count();
+            let user = if entry == 0 {
+                String::new()
+            } else {
+                format!(" (user #{entry})")
+            };
+            format!("{message}; check the indentation of line {line}{user}")
+        }
+        None => message,
+    }
 }
 
 /// The 1-based line of `key:` within the entry that starts at line `from`.

@@ -122,10 +122,10 @@ fn check_names_every_problem_with_its_line_user_and_what_to_write() {
     let (ok, stdout, _) = run(dir.path(), &[], &["check", file.to_str().unwrap()]);
     assert!(!ok);
     for expected in [
-        "line 1, user #1 (\"ann\"): unknown key `disbled`: did you mean `disabled`?",
-        "line 5, user #2 (\"ben\"): unknown key `password`: the file holds bcrypt hashes only; \
+        "line 4, user #1 (\"ann\"): unknown key `disbled`: did you mean `disabled`?",
+        "line 8, user #2 (\"ben\"): unknown key `password`: the file holds bcrypt hashes only; \
          write `hashed_password:` with the output of `argilla-gateway hash-password`",
-        "line 9, user #3 (\"cat\"): workspaces: invalid type: string \"team-b\", expected a \
+        "line 12, user #3 (\"cat\"): workspaces: invalid type: string \"team-b\", expected a \
          sequence: `workspaces` must be a list",
     ] {
         assert!(
