@@ -100,7 +100,7 @@ def check(ok, message):
 es, argilla, gateway = services["elasticsearch"], services["argilla"], services["gateway"]
 check(es["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:8.5."),
       "elasticsearch is 8.5.x: " + es["image"])
-check(argilla["image"] == "argilla/argilla-server:v1.5.0", "argilla is argilla-server:v1.5.0")
+check(argilla["image"] == "argilla/argilla-server:v1.5.1", "argilla is argilla-server:v1.5.1")
 check(not argilla.get("ports"), "argilla publishes no port")
 check(not es.get("ports"), "elasticsearch publishes no port")
 check(any(str(p.get("published")) == "6900" and str(p.get("target")) == "6900"
@@ -138,7 +138,7 @@ sys.exit(1 if problems else 0)
 PY
 
 step "deploy/argilla-upstream.py"
-# The argilla-server:v1.5.0 image runs Python 3.9: the launcher must parse as 3.9.
+# The argilla-server:v1.5.1 image runs Python 3.9: the launcher must parse as 3.9.
 /usr/bin/python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 9))' \
     deploy/argilla-upstream.py
 # expect_refusal LABEL MESSAGE-PART ENV... : the launcher exits 2 naming the problem.

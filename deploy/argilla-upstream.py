@@ -3,7 +3,7 @@
 
     python deploy/argilla-upstream.py --users GATEWAY_USERS_FILE --host HOST --port PORT
 
-Run it with the Python that has `argilla[server]` 1.5.x installed (the argilla/argilla-server:v1.5.0
+Run it with the Python that has `argilla[server]` 1.5.x installed (the argilla/argilla-server:v1.5.1
 image, or the end-to-end suite's .e2e/venv-server). Argilla's usual environment variables apply
 (ARGILLA_ELASTICSEARCH, ARGILLA_ENABLE_TELEMETRY, ...), plus:
 

@@ -13,19 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_argilla-gateway");
-
 fn gateway(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ARGILLA_GATEWAY_LISTEN", "127.0.0.1:0")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    command
+    common::binary(dir, env, args)
 }
 
 fn run(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {

@@ -19,19 +19,8 @@ use std::{
 use common::{Options, Upstream, get};
 use http::Response;
 
-const BIN: &str = env!("CARGO_BIN_EXE_argilla-gateway");
-
 fn gateway(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ARGILLA_GATEWAY_LISTEN", "127.0.0.1:0")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    command
+    common::binary(dir, env, args)
 }
 
 /// Runs a command to its end: (success, stdout, stderr).

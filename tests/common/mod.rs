@@ -422,3 +422,17 @@ pub async fn get_opt(url: &str) -> Option<u16> {
         .ok()?;
     Some(response.status().as_u16())
 }
+
+/// The real binary, run in `dir` with only `PATH`, a free listen address and `env`.
+pub fn binary(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_argilla-gateway"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ARGILLA_GATEWAY_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null());
+    command
+}

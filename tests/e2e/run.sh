@@ -97,19 +97,9 @@ EOF
 }
 
 # ---------------------------------------------------------------- prerequisites
-find_python() { # find_python 3.10 -> path of a python3.10, or empty
-  local want=$1 candidate root
-  root=${PYENV_ROOT:-}
-  if [[ -z $root ]] && command -v pyenv >/dev/null 2>&1; then root=$(pyenv root); fi
-  [[ -z $root && -d $HOME/.pyenv ]] && root=$HOME/.pyenv
-  for candidate in "$root"/versions/"$want".*/bin/python3 "$(command -v "python$want" 2>/dev/null || true)"; do
-    [[ -n $candidate && -x $candidate ]] || continue
-    if "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$want'.split('.'))))" 2>/dev/null; then
-      echo "$candidate"
-      return
-    fi
-  done
-}
+# find_python and ensure_venv, shared with deploy/local.sh.
+# shellcheck source=../../deploy/python-env.sh
+source "$ROOT/deploy/python-env.sh"
 
 PY310=$(find_python 3.10)
 [[ -n $PY310 ]] || die "Python 3.10 not found (looked in \$(pyenv root)/versions/3.10.* and PATH). The Argilla 1.5.1 server needs it: install it with 'pyenv install 3.10'."
@@ -129,29 +119,8 @@ rm -rf "$RUN" "$LOGS"/*.log "$ARTIFACTS/dataset-list.png"
 mkdir -p "$RUN"
 
 # ---------------------------------------------------------------- installs (idempotent)
-# ensure_venv DIR PYTHON REQUIREMENTS: (re)create DIR only when the interpreter or the pinned
-# requirements changed since the last successful install.
-ensure_venv() {
-  local dir=$1 py=$2 req=$3 want
-  want="$("$py" -c 'import sys; print(sys.version)' | head -n1) $(sha256sum "$req" | cut -d' ' -f1)"
-  if [[ -x $dir/bin/python && -f $dir/.e2e-installed && "$(cat "$dir/.e2e-installed")" == "$want" ]]; then
-    say "reusing $dir"
-    return
-  fi
-  say "installing $(basename "$dir") from $(basename "$req") (about a minute on a cold machine)"
-  rm -rf "$dir"
-  "$py" -m venv "$dir"
-  "$dir/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$req" \
-    >"$LOGS/pip-$(basename "$dir").log" 2>&1 ||
-    {
-      tail -n 30 "$LOGS/pip-$(basename "$dir").log" >&2
-      die "pip install into $dir failed (log: $LOGS/pip-$(basename "$dir").log)"
-    }
-  echo "$want" >"$dir/.e2e-installed"
-}
-
-ensure_venv "$WORK/venv-server" "$PY310" "$HERE/requirements-server.txt"
-ensure_venv "$WORK/venv-client" "$PY311" "$HERE/requirements-client.txt"
+ensure_venv "$WORK/venv-server" "$PY310" "$ROOT/deploy/requirements-argilla.txt" "$LOGS"
+ensure_venv "$WORK/venv-client" "$PY311" "$HERE/requirements-client.txt" "$LOGS"
 SERVER_PY=$WORK/venv-server/bin/python
 CLIENT_PY=$WORK/venv-client/bin/python
 

@@ -26,7 +26,6 @@ what the other side answers.
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 import uuid
@@ -36,7 +35,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import FX, SUMMARY_LINES
+from conftest import FX, SUMMARY_LINES, free_ports
 
 TIMEOUT = 30
 TEAM = "i5-team"
@@ -62,16 +61,6 @@ def _env(name):
     if not value:
         raise RuntimeError(f"{name} is not set: run the suite with tests/e2e/run.sh")
     return value
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _user(username, workspaces, superuser):
@@ -217,7 +206,7 @@ def stack():
     run_dir = os.path.join(FX["run_dir"], "identity")
     os.makedirs(run_dir, exist_ok=True)
     logs = _env("E2E_LOGS_DIR")
-    es_port, upstream_port, gateway_port = _free_ports(3)
+    es_port, upstream_port, gateway_port = free_ports(3)
 
     member, member_pw = _user("ida", [TEAM], False)
     superuser, superuser_pw = _user("sia", [TEAM], True)
