@@ -255,6 +255,8 @@ const LOGIN_BODY_LIMIT: usize = 4096;
 struct Trace {
     route: &'static str,
     user: Option<String>,
+    /// How the user proved who they are (`api_key`, `token`, `basic`, `password` for a login).
+    credential: Option<&'static str>,
     workspace: Option<String>,
     request_id: HeaderValue,
 }
@@ -349,6 +351,7 @@ async fn serve(
             )
             .await?;
             conn.ticket.prove();
+            trace.credential = Some("password");
             Ok(response)
         }
         Route::Me => {
@@ -359,6 +362,7 @@ async fn serve(
                 .await?;
             conn.ticket.prove();
             trace.user = Some(identity.user.username.clone());
+            trace.credential = Some(identity.method.label());
             Ok(answer::me(&identity))
         }
         Route::Public => {
@@ -382,6 +386,7 @@ async fn serve(
                 .await?;
             conn.ticket.prove();
             trace.user = Some(identity.user.username.clone());
+            trace.credential = Some(identity.method.label());
             forward_api(state, request, conn, api, &identity, upgrade, trace).await
         }
     }
@@ -606,6 +611,7 @@ impl AccessLog {
             trace: Trace {
                 route: "invalid",
                 user: None,
+                credential: None,
                 workspace: None,
                 request_id: request_id(request.headers()),
             },
@@ -636,6 +642,7 @@ impl AccessLog {
             status,
             route = self.trace.route,
             user = self.trace.user.as_deref().unwrap_or("-"),
+            credential = self.trace.credential.unwrap_or("-"),
             workspace = self.trace.workspace.as_deref().unwrap_or("-"),
             decision,
             reason = reason.unwrap_or(""),

@@ -254,9 +254,16 @@ async fn json_access_log_has_the_fields_and_no_secret() {
         "request_id",
         "latency_ms",
         "peer",
+        "credential",
     ] {
         assert!(!carol[field].is_null(), "field {field} missing: {carol}");
     }
+    assert_eq!(carol["credential"], "api_key");
+    let bob = access
+        .iter()
+        .find(|v| v["user"] == "bob")
+        .expect("an access line for bob");
+    assert_eq!(bob["credential"], "basic");
     assert_eq!(carol["path"], "/api/datasets/ds", "no query in the log");
     let all = lines.join("\n");
     let hash = common::hash("bob-pw");
