@@ -35,9 +35,10 @@ use crate::{config::RateLimit, error::Reject};
 
 /// Shards per kind of budget (addresses, usernames).
 pub const SHARDS: usize = 64;
-/// Budgets kept per shard: 7/8 of 2048, the most a hash table of 2048 slots holds.
-pub const PER_SHARD: usize = 1792;
-/// Budgets kept per kind at most (114 688): about 4.3 MB per kind.
+/// Budgets kept per shard: half of what a hash table of 2048 slots holds, so that it never
+/// grows past 2048 slots however many budgets come and go (at 32 bytes a budget, 66 KiB).
+pub const PER_SHARD: usize = 896;
+/// Budgets kept per kind at most (57 344): 4.2 MiB per kind.
 pub const MAX_TRACKED: usize = SHARDS * PER_SHARD;
 
 /// A budget's key: an IPv6 (or IPv4-mapped) address, or a username's keyed digest.
@@ -105,8 +106,9 @@ impl Table {
         Some(soonest)
     }
 
-    /// Makes room for one more budget: drops the expired ones, else the unspent one that
-    /// started first. `false` when every budget is spent and live.
+    /// Makes room for one more budget: drops the expired ones, else the unspent ones that
+    /// started first (an eighth of the shard at once, so that a flood of new keys scans the
+    /// shard once per eighth, not once per key). `false` when every budget is spent and live.
     fn make_room(&mut self, now: u64, rules: Rules) -> bool {
         if self.windows.len() < rules.cap {
             return true;
@@ -123,19 +125,20 @@ impl Table {
         if self.windows.len() < rules.cap {
             return true;
         }
-        let oldest_unspent = self
+        let mut unspent: Vec<(u64, Key)> = self
             .windows
             .iter()
             .filter(|(_, w)| !rules.is_spent(w))
-            .min_by_key(|(_, w)| w.start)
-            .map(|(key, _)| *key);
-        match oldest_unspent {
-            Some(key) => {
-                self.windows.remove(&key);
-                true
-            }
-            None => false,
+            .map(|(key, w)| (w.start, *key))
+            .collect();
+        let batch = (rules.cap / 8).clamp(1, unspent.len().max(1));
+        if unspent.len() > batch {
+            unspent.select_nth_unstable(batch - 1);
         }
+        for (_, key) in unspent.iter().take(batch) {
+            self.windows.remove(key);
+        }
+        !unspent.is_empty()
     }
 
     /// Counts one failure; the start of the window it was counted in, or `None` when there is
