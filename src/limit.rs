@@ -56,6 +56,8 @@ struct Window {
 struct Table {
     windows: HashMap<Key, Window>,
     spent: usize,
+    /// When expired budgets were last dropped.
+    swept: u64,
 }
 
 /// The rules a shard applies (its kind's).
@@ -113,15 +115,7 @@ impl Table {
         if self.windows.len() < rules.cap {
             return true;
         }
-        let mut dropped_spent = 0;
-        self.windows.retain(|_, w| {
-            let keep = rules.live(w, now);
-            if !keep && rules.is_spent(w) {
-                dropped_spent += 1;
-            }
-            keep
-        });
-        self.spent -= dropped_spent;
+        self.sweep(now, rules);
         if self.windows.len() < rules.cap {
             return true;
         }
@@ -139,6 +133,20 @@ impl Table {
             self.windows.remove(key);
         }
         !unspent.is_empty()
+    }
+
+    /// Drops the expired budgets.
+    fn sweep(&mut self, now: u64, rules: Rules) {
+        let mut dropped_spent = 0;
+        self.windows.retain(|_, w| {
+            let keep = rules.live(w, now);
+            if !keep && rules.is_spent(w) {
+                dropped_spent += 1;
+            }
+            keep
+        });
+        self.spent -= dropped_spent;
+        self.swept = now;
     }
 
     /// Counts one failure; the start of the window it was counted in, or `None` when there is
@@ -241,13 +249,21 @@ impl Budgets {
         out
     }
 
-    /// How long `key` is refused; no lock when its shard holds no spent budget.
+    /// How long `key` is refused; no lock when its shard holds no spent budget. Under the
+    /// lock, expired budgets are dropped once per window, so that a shard whose spent budgets
+    /// all ended goes back to checks without a lock.
     fn refused(&self, key: &Key, now: impl FnOnce() -> u64) -> Option<u64> {
         let shard = self.shard(key);
         if shard.spent.load(Ordering::Acquire) == 0 {
             return None;
         }
-        lock(&shard.table).refused(key, now(), self.rules)
+        let now = now();
+        let mut table = lock(&shard.table);
+        if now >= table.swept + self.rules.window {
+            table.sweep(now, self.rules);
+            shard.spent.store(table.spent, Ordering::Release);
+        }
+        table.refused(key, now, self.rules)
     }
 
     /// Budgets kept now (all shards).
@@ -597,6 +613,27 @@ mod tests {
             limiter.check_at(attacker, Some("victim"), || after).is_ok(),
             "free once the window ends"
         );
+    }
+
+    #[test]
+    fn checks_go_back_to_no_lock_once_spent_budgets_end() {
+        let limiter = limiter(1, 100);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        limiter.fail_at(a, None, t0);
+        let shard = limiter.addresses.shard(&address_key(a));
+        assert_eq!(shard.spent.load(Ordering::Relaxed), 1);
+        assert!(limiter.check_at(a, None, || t0).is_err());
+        // Another address of the same shard, checked after the window ended: the sweep drops
+        // the ended budget, and the shard's checks take no lock again.
+        let neighbour = (2..u32::MAX)
+            .map(|n| IpAddr::V4(n.into()))
+            .find(|b| *b != a && std::ptr::eq(limiter.addresses.shard(&address_key(*b)), shard))
+            .unwrap();
+        let later = t0 + Duration::from_secs(61);
+        assert!(limiter.check_at(neighbour, None, || later).is_ok());
+        assert_eq!(shard.spent.load(Ordering::Relaxed), 0);
+        assert_eq!(limiter.tracked(), (0, 0));
     }
 
     #[test]
