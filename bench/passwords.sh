@@ -160,6 +160,7 @@ PIDS+=($!)
 wait_port "$UP_PORT" upstream $!
 start_gateway gw-a "$GW_A_PORT" "$METRICS_A"                      # (a): unpinned, defaults
 start_gateway gw-b "$GW_B_PORT" "$METRICS_B" taskset -c "$PROXY_CPU" # (b): CPU 0 with nginx
+UP_PID=${PIDS[0]} GW_B_PID=${PIDS[2]}
 
 # ---------------------------------------------------------------- (a) logins on a busy host
 log "(a) $LOGINS logins, one every $LOGIN_EVERY s, while stress --cpu $CPUS keeps every CPU busy"
@@ -185,15 +186,56 @@ stop $STRESS_PID
 CHECKS_A=$(metric "$METRICS_A" argilla_gateway_bcrypt_checks_total)
 
 # ---------------------------------------------------------------- (b) API keys under a flood
+threads_ticks() { # $1 comm prefix: CPU ticks of the gateway's threads whose name starts with it
+    local t=0 task
+    for task in /proc/"$GW_B_PID"/task/*; do
+        case $(cat "$task/comm" 2>/dev/null) in
+        "$1"*) t=$((t + $(awk '{print $14 + $15}' "$task/stat"))) ;;
+        esac
+    done
+    echo $t
+}
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+nginx_ticks() { # the upstream nginx: master and worker
+    local t=0 p
+    for p in $1 $(cat /proc/"$1"/task/*/children 2>/dev/null); do t=$((t + $(proc_ticks "$p"))); done
+    echo $t
+}
+cpu0_ticks() { awk -v c="cpu$PROXY_CPU" '$1==c {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+snapshot() { # CPU ticks: CPU 0 busy, CPU 0 all, gateway, upstream nginx, bcrypt threads, overflow threads
+    echo "$(cpu0_ticks) $(proc_ticks "$GW_B_PID") $(nginx_ticks "$UP_PID") $(threads_ticks bcrypt-overflow) $(($(threads_ticks bcrypt-) - $(threads_ticks bcrypt-overflow)))"
+}
+shares() { # $1, $2: snapshots -> JSON fields: shares of CPU 0's time
+    python3 -c 'import sys; a=list(map(int, sys.argv[1].split())); b=list(map(int, sys.argv[2].split())); d=[y-x for x,y in zip(a,b)]; all_=max(d[1],1)
+print("\"cpu0_busy_pct\":%.1f,\"foreign_pct\":%.1f,\"bcrypt_normal_pct\":%.1f,\"bcrypt_nice19_pct\":%.1f" % (100*d[0]/all_, max(0.0, 100*(d[0]-d[2]-d[3])/all_), 100*d[5]/all_, 100*d[4]/all_))' "$1" "$2"
+}
 wrk_run() { # $1 seconds -> one JSON line
     timeout $(($1 + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1s" --timeout 5s \
         -s "$HERE/report.lua" -H "X-Argilla-Api-Key: $KEY" "http://127.0.0.1:$GW_B_PORT$ROUTE" | tail -n 1
+}
+cpu_busy() { # percent busy of PROXY_CPU over 0.5 s
+    local a b
+    a=$(awk -v c="cpu$PROXY_CPU" '$1==c {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
+    sleep 0.5
+    b=$(awk -v c="cpu$PROXY_CPU" '$1==c {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        busy = y[1] - x[1]; all = busy + y[2] - x[2]; print (all > 0) ? int(100 * busy / all) : 0 }'
+}
+wait_idle() { # until PROXY_CPU is quiet (someone else's build over), at most 60 s
+    local i
+    for i in $(seq 1 120); do
+        [ "$(cpu_busy)" -le 10 ] && return 0
+    done
+    log "warning: CPU $PROXY_CPU still busy after 60 s (other processes?); measuring anyway"
 }
 log "(b) warm-up"
 wrk_run 3 >/dev/null
 : >"$WORK/raw.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
+    wait_idle
+    s0=$(snapshot)
     quiet=$(wrk_run "$DURATION")
+    quiet_cpu=$(shares "$s0" "$(snapshot)")
     checks0=$(metric "$METRICS_B" argilla_gateway_bcrypt_checks_total)
     timeout $((ATTACK_WARMUP + DURATION + 20)) taskset -c "$LOAD_CPU" python3 "$HERE/attack.py" \
         127.0.0.1 "$GW_B_PORT" "$ROUTE" "$ATTACK_RATE" $((ATTACK_WARMUP + DURATION + 1)) \
@@ -202,14 +244,16 @@ for round in $(seq 1 "$ROUNDS"); do
     PIDS+=($apid)
     sleep "$ATTACK_WARMUP"
     checks1=$(metric "$METRICS_B" argilla_gateway_bcrypt_checks_total)
+    s0=$(snapshot)
     attacked=$(wrk_run "$DURATION")
+    attacked_cpu=$(shares "$s0" "$(snapshot)")
     checks2=$(metric "$METRICS_B" argilla_gateway_bcrypt_checks_total)
     wait $apid || true
-    printf '{"round":%d,"quiet":%s,"attacked":%s,"attack":%s,"checks_warmup":%d,"checks_measured":%d}\n' \
-        "$round" "$quiet" "$attacked" "$(cat "$WORK/attack-$round.json")" $((checks1 - checks0)) $((checks2 - checks1)) \
+    printf '{"round":%d,"quiet":%s,"attacked":%s,"quiet_cpu":{%s},"attacked_cpu":{%s},"attack":%s,"checks_warmup":%d,"checks_measured":%d}\n' \
+        "$round" "$quiet" "$attacked" "$quiet_cpu" "$attacked_cpu" "$(cat "$WORK/attack-$round.json")" $((checks1 - checks0)) $((checks2 - checks1)) \
         >>"$WORK/raw.jsonl"
     log "round $round: $(tail -n 1 "$WORK/raw.jsonl" | python3 -c 'import json,sys; d=json.load(sys.stdin); q,a=d["quiet"],d["attacked"]
-print("quiet %.0f req/s p99 %.2f ms; attacked %.0f req/s p99 %.2f ms; bcrypt %d checks in %s s" % (q["rps"], q["p99_ms"], a["rps"], a["p99_ms"], d["checks_measured"], sys.argv[1]))' "$DURATION")"
+print("quiet %.0f req/s p99 %.2f ms (foreign %.1f%%); attacked %.0f req/s p99 %.2f ms (foreign %.1f%%, bcrypt %.1f%% + nice-19 %.1f%% of CPU 0); bcrypt %d checks in %s s" % (q["rps"], q["p99_ms"], d["quiet_cpu"]["foreign_pct"], a["rps"], a["p99_ms"], d["attacked_cpu"]["foreign_pct"], d["attacked_cpu"]["bcrypt_normal_pct"], d["attacked_cpu"]["bcrypt_nice19_pct"], d["checks_measured"], sys.argv[1]))' "$DURATION")"
     sleep 6 # the flood's queue drains (at most 5 s of waiting, then refused)
 done
 
@@ -243,12 +287,13 @@ print("|---:|---:|---:|---:|")
 print(f"| {ok} of {len(codes)} | {pct(times, 0.5):.2f} | {p99:.2f} | {times[-1]:.2f} |\n")
 print(f"### (b) API keys while {rate} wrong passwords/s arrive\n")
 print(f"Gateway and upstream nginx on CPU 0, `wrk -t1 -c64` with an API key and `attack.py` on CPU 1. Each of {rounds} rounds: {duration} s quiet, then the flood ({rate} req/s of Basic `nobody-<n>:wrong-password`, a distinct unknown username each, from 250 loopback addresses; bcrypt cost 12 each), {warmup} s of it, then {duration} s measured with it. Default budgets. Ratios are per round (attacked ÷ quiet), medians over rounds.\n")
-print("| round | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | req/s ratio | p99 ratio | bcrypt checks/s during the flood |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | req/s ratio | p99 ratio | bcrypt checks/s | bcrypt % of CPU 0: normal + nice 19 | foreign % of CPU 0: quiet / attacked |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r, pr, rr in zip(rows, p99_ratio, rps_ratio):
-    q, a = r["quiet"], r["attacked"]
-    print(f"| {r['round']} | {q['rps']:,.0f} | {q['p99_ms']:.2f} | {a['rps']:,.0f} | {a['p99_ms']:.2f} | {rr:.3f} | {pr:.2f} | {r['checks_measured'] / float(duration):.1f} |")
-print(f"| **median** | {med(r['quiet']['rps'] for r in rows):,.0f} | {med(r['quiet']['p99_ms'] for r in rows):.2f} | {med(r['attacked']['rps'] for r in rows):,.0f} | {med(r['attacked']['p99_ms'] for r in rows):.2f} | **{med(rps_ratio):.3f}** | **{med(p99_ratio):.2f}** | {checks_rate:.1f} |\n")
+    q, a, qc, ac = r["quiet"], r["attacked"], r["quiet_cpu"], r["attacked_cpu"]
+    print(f"| {r['round']} | {q['rps']:,.0f} | {q['p99_ms']:.2f} | {a['rps']:,.0f} | {a['p99_ms']:.2f} | {rr:.3f} | {pr:.2f} | {r['checks_measured'] / float(duration):.1f} | {ac['bcrypt_normal_pct']:.1f} + {ac['bcrypt_nice19_pct']:.1f} | {qc['foreign_pct']:.1f} / {ac['foreign_pct']:.1f} |")
+print(f"| **median** | {med(r['quiet']['rps'] for r in rows):,.0f} | {med(r['quiet']['p99_ms'] for r in rows):.2f} | {med(r['attacked']['rps'] for r in rows):,.0f} | {med(r['attacked']['p99_ms'] for r in rows):.2f} | **{med(rps_ratio):.3f}** | **{med(p99_ratio):.2f}** | {checks_rate:.1f} | {med(r['attacked_cpu']['bcrypt_normal_pct'] for r in rows):.1f} + {med(r['attacked_cpu']['bcrypt_nice19_pct'] for r in rows):.1f} | {med(r['quiet_cpu']['foreign_pct'] for r in rows):.1f} / {med(r['attacked_cpu']['foreign_pct'] for r in rows):.1f} |\n")
+print("Foreign: CPU 0 time spent by neither the gateway nor the upstream nginx (other processes on the shared machine); it moves both req/s and p99.\n")
 print("Attacker's answers (all rounds): " + ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())) + ".\n")
 print("| target | measured | verdict |")
 print("|---|---|---|")
