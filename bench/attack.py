@@ -3,6 +3,10 @@
 
 Usage: attack.py HOST PORT PATH RATE DURATION USERNAME PASSWORD [SOURCE_ADDR]
 
+USERNAME may hold "{i}", replaced by the request's number (a distinct username each time).
+SOURCE_ADDR may be a range of loopback addresses, "127.0.1.1-250": request i then comes from
+the (i mod 250)th of them, so the flood has many client addresses.
+
 Requests are sent on a fixed schedule (not closed-loop), each on an idle keep-alive
 connection or a new one, so a slow server does not slow the attacker down. Bounded: at most
 RATE*DURATION requests, at most MAX_OPEN connections, every request abandoned after
@@ -19,6 +23,26 @@ import time
 
 MAX_OPEN = 2000
 TIMEOUT = 5.0
+
+
+def sources_of(spec):
+    """None, one address, or the addresses of a range like 127.0.1.1-250."""
+    if spec is None:
+        return [None]
+    if "-" not in spec:
+        return [spec]
+    first, last = spec.rsplit("-", 1)
+    prefix, start = first.rsplit(".", 1)
+    return [f"{prefix}.{n}" for n in range(int(start), int(last) + 1)]
+
+
+def request_for(host, port, path, username, password, i):
+    name = username.replace("{i}", str(i))
+    auth = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Basic {auth}\r\nAccept: application/json\r\n\r\n"
+    ).encode()
 
 
 async def one(host, port, source, request, idle, stats, latencies):
@@ -64,15 +88,10 @@ async def main():
     host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     rate, duration = float(sys.argv[4]), float(sys.argv[5])
     username, password = sys.argv[6], sys.argv[7]
-    source = sys.argv[8] if len(sys.argv) > 8 else None
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Authorization: Basic {auth}\r\nAccept: application/json\r\n\r\n"
-    ).encode()
+    sources = sources_of(sys.argv[8] if len(sys.argv) > 8 else None)
     stats = {"sent": 0, "skipped": 0, "opened": 0, "failed": 0}
     latencies = []
-    idle = []
+    idle = {source: [] for source in sources}  # idle connections, by source address
     tasks = set()
     total = int(rate * duration)
     start = time.monotonic()
@@ -87,7 +106,11 @@ async def main():
             stats["skipped"] += 1
             continue
         stats["sent"] += 1
-        task = asyncio.create_task(one(host, port, source, request, idle, stats, latencies))
+        source = sources[i % len(sources)]
+        request = request_for(host, port, path, username, password, i)
+        task = asyncio.create_task(
+            one(host, port, source, request, idle[source], stats, latencies)
+        )
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     sending = time.monotonic() - start
@@ -95,8 +118,9 @@ async def main():
         await asyncio.wait(tasks, timeout=TIMEOUT + 1)
     for task in tasks:
         task.cancel()
-    for _, writer in idle:
-        writer.close()
+    for conns in idle.values():
+        for _, writer in conns:
+            writer.close()
     latencies.sort()
     pct = lambda p: round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1e3, 1) if latencies else None
     stats.update(

@@ -7,19 +7,21 @@
 //! every path, but only after their credential was verified, so the answer never tells a
 //! stranger that an account exists.
 //!
-//! API keys are found by digest. bcrypt runs on the blocking pool under a concurrency bound, and
-//! a verified (user, password, hash) triple is remembered under a keyed hash, so the next
-//! request with it costs one HMAC and one map lookup. Because the stored hash is part of the
-//! key, a password change forgets the old entry by itself, and an entry in use does not expire.
-//! Requests that arrive with the same (username, password, hash) while its check runs wait for
-//! that check instead of running bcrypt again, for unknown usernames too (so that coalescing
-//! cannot tell which names exist), and take no place in the failure budgets while they wait.
+//! API keys are found by digest. bcrypt runs on its own threads at a lower `nice`, under a
+//! concurrency bound and a bounded queue whose every place is given back when its request
+//! ends, however it ends; a check whose client left before it started does not run. A verified
+//! (user, password, hash) triple is remembered under a keyed hash, so the next request with it
+//! costs one HMAC and one cache lookup. Because the stored hash is part of the key, a password
+//! change forgets the old entry by itself, and an entry in use does not expire. Requests that
+//! arrive with the same (username, password, hash) while its check runs wait for that check
+//! instead of running bcrypt again, for unknown usernames too (so that coalescing cannot tell
+//! which names exist), and take no place in the failure budgets while they wait.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use base64::Engine as _;
@@ -192,44 +194,108 @@ impl Drop for Flight<'_> {
     }
 }
 
+/// How many checks may wait per bcrypt thread before more are refused with 429.
+const WAITING_PER_THREAD: usize = 8;
+
+/// Longest a check waits for a bcrypt thread before it is refused with 429 (`Retry-After: 1`).
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// The share of each CPU that bcrypt may take at normal priority, on average: 5%. Checks
+/// within it run on threads at the process's own priority, so a login is answered in time while
+/// other processes keep every CPU busy; checks beyond it (a flood) run on threads at `nice` 19,
+/// so they take what the proxy and everything else leave over and cannot slow the proxy down.
+pub const BCRYPT_SHARE_PERCENT: u32 = 5;
+
+/// CPU time at normal priority that bcrypt may take ahead of its share (a burst of logins).
+pub const BCRYPT_BURST: Duration = Duration::from_secs(2);
+
+/// The `nice` of the threads that run checks beyond the share (Linux).
+pub const OVERFLOW_NICE: i32 = 19;
+
+/// The CPU time bcrypt may still take at normal priority: a token bucket filled at
+/// [`BCRYPT_SHARE_PERCENT`] of each CPU, holding at most [`BCRYPT_BURST`].
+struct Budget {
+    /// CPU-seconds per second.
+    rate: f64,
+    state: Mutex<(f64, std::time::Instant)>,
+}
+
+impl Budget {
+    fn new(cpus: usize) -> Self {
+        #[expect(clippy::cast_precision_loss, reason = "a CPU count")]
+        let rate = cpus as f64 * f64::from(BCRYPT_SHARE_PERCENT) / 100.0;
+        Self {
+            rate,
+            state: Mutex::new((BCRYPT_BURST.as_secs_f64(), std::time::Instant::now())),
+        }
+    }
+
+    /// The credit left now (negative: in debt).
+    fn credit(&self, spent: Duration) -> f64 {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let (credit, at) = &mut *state;
+        *credit = (*credit + now.duration_since(*at).as_secs_f64() * self.rate)
+            .min(BCRYPT_BURST.as_secs_f64())
+            - spent.as_secs_f64();
+        *at = now;
+        *credit
+    }
+}
+
 /// bcrypt verification: bounded, off the async workers, remembered.
+///
+/// A check takes a place in the queue (`places`: `concurrency` running plus
+/// [`WAITING_PER_THREAD`] waiting per thread; none free is an immediate 429), then a permit to
+/// hand its job to a bcrypt thread (`permits`, `concurrency` of them, waited for at most
+/// [`QUEUE_WAIT`]). Both are owned permits that travel with the job and are given back when it
+/// ends or is dropped, and when the waiting request is dropped: no count is kept by hand. The
+/// channels to the threads are bounded by the same `concurrency`. A check goes to a thread at
+/// normal priority while the [`Budget`] has credit, else to one at [`OVERFLOW_NICE`].
 pub struct Verifier {
-    permits: Semaphore,
-    /// Requests waiting for a permit, and how many may wait.
-    waiting: std::sync::atomic::AtomicUsize,
-    max_waiting: usize,
-    /// The bcrypt threads' work queue.
-    jobs: std::sync::mpsc::Sender<Job>,
+    places: Arc<Semaphore>,
+    place_count: usize,
+    permits: Arc<Semaphore>,
+    budget: Arc<Budget>,
+    /// The work queues of the threads at normal priority and of those at [`OVERFLOW_NICE`].
+    normal: std::sync::mpsc::SyncSender<Job>,
+    overflow: std::sync::mpsc::SyncSender<Job>,
     cache_key: [u8; 32],
-    cache: RwLock<HashMap<Digest32, Instant>>,
-    ttl: Duration,
-    capacity: usize,
-    dummies: Mutex<HashMap<u32, Arc<str>>>,
+    /// Verified (username, password, hash) keys: forgotten after `ttl` unused, at most
+    /// `capacity` of them (moka: a concurrent cache whose admission and eviction keep the
+    /// frequently used entries, and whose reads take no lock shared by all requests).
+    cache: moka::sync::Cache<Digest32, ()>,
     /// Checks running now, by cache key; the receiver gets the result.
     in_flight: Mutex<HashMap<Digest32, watch::Receiver<Option<bool>>>>,
     /// bcrypt checks run (for metrics).
-    pub checks: std::sync::atomic::AtomicU64,
+    pub checks: Arc<std::sync::atomic::AtomicU64>,
     /// Verifications answered from memory (for metrics).
     pub cache_hits: std::sync::atomic::AtomicU64,
 }
 
 impl Verifier {
-    /// A verifier running at most `concurrency` bcrypt checks at once and remembering up to
-    /// `capacity` verified pairs for `ttl`.
+    /// A verifier running at most `concurrency` bcrypt checks at once (and taking at normal
+    /// priority [`BCRYPT_SHARE_PERCENT`] of `concurrency` CPUs), remembering up to
+    /// `capacity` verified pairs for `ttl` after their last use.
     #[must_use]
     pub fn new(concurrency: usize, ttl: Duration, capacity: usize) -> Self {
         Self {
-            permits: Semaphore::new(concurrency),
-            waiting: 0.into(),
-            max_waiting: concurrency * WAITING_PER_THREAD,
-            jobs: bcrypt_threads(concurrency),
+            places: Arc::new(Semaphore::new(concurrency * (1 + WAITING_PER_THREAD))),
+            place_count: concurrency * (1 + WAITING_PER_THREAD),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            budget: Arc::new(Budget::new(concurrency)),
+            normal: bcrypt_threads("bcrypt", concurrency, None),
+            overflow: bcrypt_threads("bcrypt-overflow", concurrency, Some(OVERFLOW_NICE)),
             cache_key: rand::random(),
-            cache: RwLock::new(HashMap::new()),
-            ttl,
-            capacity,
-            dummies: Mutex::new(HashMap::new()),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity as u64)
+                .time_to_idle(ttl)
+                .build(),
             in_flight: Mutex::new(HashMap::new()),
-            checks: 0.into(),
+            checks: Arc::default(),
             cache_hits: 0.into(),
         }
     }
@@ -250,22 +316,8 @@ impl Verifier {
     #[must_use]
     pub fn remembered(&self, user: &User, password: &str) -> bool {
         let key = self.cache_key(&user.username, password, &user.hashed_password);
-        let now = Instant::now();
-        let expires = self
-            .cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .copied();
-        let Some(expires) = expires.filter(|&expires| expires > now) else {
+        if self.cache.get(&key).is_none() {
             return false;
-        };
-        // Renewed at most every half TTL: the write lock stays rare.
-        if expires - now < self.ttl / 2 {
-            self.cache
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key, now + self.ttl);
         }
         self.cache_hits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -299,13 +351,13 @@ impl Verifier {
         })
     }
 
-    /// Runs the check this request leads: bcrypt for `password` against the user's hash, or
-    /// against a dummy hash of the same cost when there is no such user (so timing does not tell
-    /// which usernames exist); then tells the requests waiting for it.
+    /// Runs the check this request leads: bcrypt for `password` against the user's hash, or,
+    /// when there is no such user, bcrypt of `password` at the same cost (the same work, so
+    /// timing does not tell which usernames exist); then tells the requests waiting for it.
     ///
     /// # Errors
-    /// 429 when more checks are already waiting than the queue holds: a flood of wrong
-    /// passwords is refused at once instead of piling up.
+    /// 429 when the queue is full or no bcrypt thread took the check within [`QUEUE_WAIT`]:
+    /// a flood of wrong passwords is refused instead of piling up.
     async fn lead(
         &self,
         flight: Flight<'_>,
@@ -313,11 +365,11 @@ impl Verifier {
         password: &str,
         cost: u32,
     ) -> Result<bool, Reject> {
-        let hash: Arc<str> = match user {
-            Some(user) => user.hashed_password.as_str().into(),
-            None => self.dummy(cost).await,
+        let target = match user {
+            Some(user) => Target::Hash(user.hashed_password.as_str().into()),
+            None => Target::Cost(cost.clamp(4, 31)),
         };
-        let result = self.check(user, password, hash, flight.key).await;
+        let result = self.check(target, password, flight.key).await;
         if let Ok(ok) = result {
             flight.done.send_replace(Some(ok));
         }
@@ -360,57 +412,44 @@ impl Verifier {
         }
     }
 
-    /// bcrypt itself, in the queue and under the concurrency bound; remembers a verified pair.
-    async fn check(
-        &self,
-        user: Option<&Arc<User>>,
-        password: &str,
-        hash: Arc<str>,
-        key: Digest32,
-    ) -> Result<bool, Reject> {
-        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
-        if self.waiting.fetch_add(1, AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, AcqRel);
-            return Err(Reject::TooManyRequests {
-                scope: "bcrypt queue",
-                retry_after: Duration::from_secs(1),
-            });
-        }
-        let permit = self.permits.acquire().await;
-        self.waiting.fetch_sub(1, AcqRel);
-        let Ok(_permit) = permit else {
-            return Ok(false);
+    /// bcrypt itself, in the queue and under the concurrency bound. The job remembers a
+    /// verified pair itself, so a check that ran for a client that left still spares its
+    /// retry the work.
+    async fn check(&self, target: Target, password: &str, key: Digest32) -> Result<bool, Reject> {
+        let busy = || Reject::TooManyRequests {
+            scope: "bcrypt queue",
+            retry_after: Duration::from_secs(1),
         };
-        self.checks.fetch_add(1, Relaxed);
-        let (done, result) = tokio::sync::oneshot::channel();
-        let password_owned = password.to_owned();
-        let hash_owned = hash.clone();
-        let job: Job = Box::new(move || {
-            // bcrypt reads only 72 bytes: a longer password would match every password that
-            // shares its first 72 bytes, so it is refused instead.
-            let ok = bcrypt::non_truncating_verify(password_owned.as_bytes(), &hash_owned)
-                .unwrap_or(false);
-            let _ = done.send(ok);
-        });
-        if self.jobs.send(job).is_err() {
-            return Ok(false);
-        }
-        let ok = result.await.unwrap_or(false);
-        if ok && user.is_some() {
-            let mut cache = self
-                .cache
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache.len() >= self.capacity {
-                let now = Instant::now();
-                cache.retain(|_, expires| *expires > now);
-                if cache.len() >= self.capacity {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, Instant::now() + self.ttl);
-        }
-        Ok(ok && user.is_some())
+        let place = self
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let remember = matches!(target, Target::Hash(_)).then(|| (self.cache.clone(), key));
+        let within_share = self.budget.credit(Duration::ZERO) > 0.0;
+        let job = Job {
+            target,
+            password: password.to_owned(),
+            remember,
+            done,
+            checks: self.checks.clone(),
+            budget: within_share.then(|| self.budget.clone()),
+            _slot: (place, permit),
+        };
+        // Never full: a job is sent only with one of `concurrency` permits, and each channel
+        // holds as many.
+        let queue = if within_share {
+            &self.normal
+        } else {
+            &self.overflow
+        };
+        queue.try_send(job).map_err(|_| busy())?;
+        Ok(answer.await.unwrap_or(false))
     }
 
     /// Checks running now.
@@ -422,57 +461,95 @@ impl Verifier {
             .len()
     }
 
-    async fn dummy(&self, cost: u32) -> Arc<str> {
-        let cost = cost.clamp(4, 31);
-        if let Some(hash) = self
-            .dummies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&cost)
-        {
-            return hash.clone();
-        }
-        let hash: Arc<str> = tokio::task::spawn_blocking(move || {
-            bcrypt::hash(rand::random::<[u8; 16]>(), cost).unwrap_or_default()
-        })
-        .await
-        .unwrap_or_default()
-        .into();
-        self.dummies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(cost)
-            .or_insert(hash)
-            .clone()
+    /// Places taken in the bcrypt queue now (checks waiting or running).
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.place_count - self.places.available_permits()
     }
 }
 
-/// A bcrypt check for a bcrypt thread.
-type Job = Box<dyn FnOnce() + Send>;
+/// What a bcrypt job computes.
+enum Target {
+    /// Verify against this stored hash.
+    Hash(Arc<str>),
+    /// No such user: hash the password at this cost, which costs what a verification costs.
+    Cost(u32),
+}
 
-/// How many checks may wait per bcrypt thread before more are refused with 429.
-const WAITING_PER_THREAD: usize = 8;
+/// A bcrypt check for a bcrypt thread, holding its queue place and its permit until it ends.
+struct Job {
+    target: Target,
+    password: String,
+    remember: Option<(moka::sync::Cache<Digest32, ()>, Digest32)>,
+    done: tokio::sync::oneshot::Sender<bool>,
+    checks: Arc<std::sync::atomic::AtomicU64>,
+    /// The budget a check at normal priority is charged to.
+    budget: Option<Arc<Budget>>,
+    _slot: (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+}
 
-/// Starts `count` bcrypt threads at idle scheduling priority (`SCHED_IDLE`): they get the CPU
-/// the proxy does not use, so a flood of wrong passwords cannot starve authenticated traffic.
-fn bcrypt_threads(count: usize) -> std::sync::mpsc::Sender<Job> {
-    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+impl Job {
+    fn run(self) {
+        if self.done.is_closed() {
+            return; // its client left before it started: nobody wants the answer
+        }
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = thread_cpu_time();
+        // bcrypt reads only 72 bytes: a longer password would match every password that shares
+        // its first 72 bytes, so it is refused instead (at once, for known and unknown users).
+        let ok = match &self.target {
+            Target::Hash(hash) => {
+                bcrypt::non_truncating_verify(self.password.as_bytes(), hash).unwrap_or(false)
+            }
+            Target::Cost(cost) => {
+                let _ = bcrypt::non_truncating_hash(self.password.as_bytes(), *cost);
+                false
+            }
+        };
+        if let Some(budget) = &self.budget {
+            budget.credit(thread_cpu_time().saturating_sub(started));
+        }
+        if ok && let Some((cache, key)) = &self.remember {
+            cache.insert(*key, ());
+        }
+        let _ = self.done.send(ok);
+    }
+}
+
+/// CPU time of the calling thread (Linux); elsewhere, time since the process's first call,
+/// an upper bound of it.
+fn thread_cpu_time() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_nsec).unwrap_or(0),
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed()
+    }
+}
+
+/// Starts `count` bcrypt threads, at `nice` when given; they take jobs from a channel that
+/// holds `count` of them.
+fn bcrypt_threads(name: &str, count: usize, nice: Option<i32>) -> std::sync::mpsc::SyncSender<Job> {
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(count);
     let queue = Arc::new(Mutex::new(queue));
     for index in 0..count {
         let queue = queue.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("bcrypt-{index}"))
+            .name(format!("{name}-{index}"))
             .spawn(move || {
-                use thread_priority::{
-                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
-                    set_thread_priority_and_policy, thread_native_id,
-                };
-                if let Err(e) = set_thread_priority_and_policy(
-                    thread_native_id(),
-                    ThreadPriority::Min,
-                    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-                ) {
-                    tracing::debug!(error = ?e, "bcrypt thread keeps normal priority");
+                if let Some(nice) = nice {
+                    lower_priority(nice);
                 }
                 loop {
                     let job = queue
@@ -480,7 +557,7 @@ fn bcrypt_threads(count: usize) -> std::sync::mpsc::Sender<Job> {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .recv();
                     match job {
-                        Ok(job) => job(),
+                        Ok(job) => job.run(),
                         Err(_) => return,
                     }
                 }
@@ -490,6 +567,18 @@ fn bcrypt_threads(count: usize) -> std::sync::mpsc::Sender<Job> {
         }
     }
     jobs
+}
+
+/// Sets this thread's `nice` (on Linux, `setpriority(PRIO_PROCESS, 0)` names the calling
+/// thread). Normal scheduling, not `SCHED_IDLE`, and only for checks beyond the share: an
+/// idle-priority thread gets no CPU at all while other processes keep the CPUs busy.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::warn!(error = %e, "bcrypt thread keeps the process's priority");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// What authentication needs from the gateway's state.
@@ -602,21 +691,20 @@ impl Authenticator<'_> {
                 Turn::Lead(flight) => {
                     // The attempt takes its place in the budgets before bcrypt runs, so that
                     // attempts already in flight cannot slip past a budget about to be spent.
-                    self.limiter.attempt(client, username)?;
+                    // It gives it back when dropped (right password, no room in the queue, or
+                    // the client left) unless the password was wrong.
+                    let attempt = self.limiter.attempt(client, username)?;
                     let verified = self
                         .verifier
                         .lead(flight, user, password, store.typical_cost())
                         .await;
                     match (verified, user) {
-                        (Ok(true), Some(user)) => {
-                            self.limiter.succeeded(client, username);
-                            return Ok(user.clone());
+                        (Ok(true), Some(user)) => return Ok(user.clone()),
+                        (Err(busy), _) => return Err(busy),
+                        _ => {
+                            attempt.failed();
+                            return Err(bad_basic("wrong username or password"));
                         }
-                        (Err(busy), _) => {
-                            self.limiter.succeeded(client, username);
-                            return Err(busy);
-                        }
-                        _ => return Err(bad_basic("wrong username or password")),
                     }
                 }
             }
@@ -1019,6 +1107,7 @@ mod tests {
                     .unwrap()
             );
         }
-        assert!(verifier.cache.read().unwrap().len() <= 3);
+        verifier.cache.run_pending_tasks();
+        assert!(verifier.cache.entry_count() <= 3);
     }
 }
