@@ -11,18 +11,49 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
-use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// How an unproven connection is closed: its serving task is aborted (nothing is polled on the
+/// request path for it).
+#[derive(Default)]
+pub struct Closer {
+    task: OnceLock<AbortHandle>,
+    closed: AtomicBool,
+}
+
+impl Closer {
+    /// Names the task serving the connection; aborts it at once if it was already told to close.
+    pub fn attach(&self, task: AbortHandle) {
+        let task = self.task.get_or_init(|| task);
+        if self.closed.load(Ordering::SeqCst) {
+            task.abort();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+
+    /// Whether the connection was told to close.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
 
 /// The set of unproven connections.
 pub struct Admission {
     capacity: usize,
-    /// Admission number (oldest first) → the signal that closes that connection.
-    unproven: Mutex<BTreeMap<u64, Arc<Notify>>>,
+    /// Admission number (oldest first) → what closes that connection.
+    unproven: Mutex<BTreeMap<u64, Arc<Closer>>>,
     next: AtomicU64,
     /// Unproven connections closed to make room.
     pub evicted: AtomicU64,
@@ -40,7 +71,7 @@ impl Admission {
         })
     }
 
-    fn unproven(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Notify>>> {
+    fn unproven(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Closer>>> {
         self.unproven.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -48,23 +79,23 @@ impl Admission {
     #[must_use]
     pub fn admit(self: &Arc<Self>) -> Ticket {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let close = Arc::new(Notify::new());
+        let closer = Arc::new(Closer::default());
         let mut unproven = self.unproven();
         while unproven.len() >= self.capacity {
             let Some((_, oldest)) = unproven.pop_first() else {
                 break;
             };
-            // `notify_one` keeps the signal for a connection not yet waiting on it.
-            oldest.notify_one();
+            oldest.close();
             self.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("closed the oldest unauthenticated connection to make room");
         }
-        unproven.insert(id, close.clone());
+        unproven.insert(id, closer.clone());
         drop(unproven);
         Ticket {
             admission: self.clone(),
             id,
             proven: AtomicBool::new(false),
-            close,
+            closer,
         }
     }
 
@@ -80,7 +111,7 @@ pub struct Ticket {
     admission: Arc<Admission>,
     id: u64,
     proven: AtomicBool,
-    close: Arc<Notify>,
+    closer: Arc<Closer>,
 }
 
 impl Ticket {
@@ -91,9 +122,10 @@ impl Ticket {
         }
     }
 
-    /// Resolves when the connection must close to make room for a newer one.
-    pub async fn closed(&self) {
-        self.close.notified().await;
+    /// What closes this connection to make room: give it the serving task.
+    #[must_use]
+    pub fn closer(&self) -> Arc<Closer> {
+        self.closer.clone()
     }
 }
 
@@ -107,34 +139,50 @@ impl Drop for Ticket {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    async fn is_closed(ticket: &Ticket) -> bool {
-        tokio::time::timeout(Duration::from_millis(20), ticket.closed())
-            .await
-            .is_ok()
+    /// A ticket whose connection is a task that never ends on its own.
+    fn connection(admission: &Arc<Admission>) -> (Ticket, tokio::task::JoinHandle<()>) {
+        let ticket = admission.admit();
+        let task = tokio::spawn(std::future::pending::<()>());
+        ticket.closer().attach(task.abort_handle());
+        (ticket, task)
+    }
+
+    async fn is_closed(task: &tokio::task::JoinHandle<()>) -> bool {
+        tokio::task::yield_now().await;
+        task.is_finished()
     }
 
     #[tokio::test]
     async fn the_oldest_unproven_connection_makes_room_and_proven_ones_never_do() {
         let admission = Admission::new(2);
-        let first = admission.admit();
-        let second = admission.admit();
+        let (first, first_task) = connection(&admission);
+        let (second, second_task) = connection(&admission);
         second.prove();
-        let third = admission.admit();
+        let (third, third_task) = connection(&admission);
         assert_eq!(admission.unproven_count(), 2);
-        assert!(!is_closed(&first).await, "room left: nobody closed");
-        let fourth = admission.admit();
-        assert!(is_closed(&first).await, "the oldest unproven closes");
-        assert!(!is_closed(&second).await, "proven: never closed");
-        assert!(!is_closed(&third).await);
+        assert!(!is_closed(&first_task).await, "room left: nobody closed");
+        let (fourth, _fourth_task) = connection(&admission);
+        assert!(is_closed(&first_task).await, "the oldest unproven closes");
+        assert!(!is_closed(&second_task).await, "proven: never closed");
+        assert!(!is_closed(&third_task).await);
         assert_eq!(admission.evicted.load(Ordering::Relaxed), 1);
         drop(third);
         drop(fourth);
         assert_eq!(admission.unproven_count(), 0);
         drop(first);
         assert_eq!(admission.unproven_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_told_to_close_before_its_task_is_named_closes_once_named() {
+        let admission = Admission::new(1);
+        let early = admission.admit();
+        let _newer = admission.admit();
+        assert!(early.closer().is_closed());
+        let task = tokio::spawn(std::future::pending::<()>());
+        early.closer().attach(task.abort_handle());
+        assert!(is_closed(&task).await);
     }
 }

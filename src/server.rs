@@ -715,11 +715,15 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         };
         let _ = stream.set_nodelay(true);
         let ticket = state.admission.admit();
+        let closer = ticket.closer();
         let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             serve_connection(state, &builder, watcher, stream, peer, ticket).await;
             drop(permit);
         });
+        // Closing an unauthenticated connection to make room aborts this task (its permit goes
+        // with it).
+        closer.attach(task.abort_handle());
     }
     drop(listener);
     pruner.abort();
@@ -735,8 +739,8 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     }
 }
 
-/// Serves one client connection until it closes, or until it must make room for a newer one
-/// while still unauthenticated.
+/// Serves one client connection until it closes (or its task is aborted to make room for a
+/// newer one while still unauthenticated).
 async fn serve_connection(
     state: Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
@@ -781,13 +785,7 @@ async fn serve_connection(
             }
         }
     };
-    let result = tokio::select! {
-        result = serving => result,
-        () = conn.ticket.closed() => Err(
-            "closed to make room: it had not authenticated and newer connections came".into(),
-        ),
-    };
-    if let Err(e) = result {
+    if let Err(e) = serving.await {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
