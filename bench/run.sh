@@ -17,6 +17,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 IDLE_WAIT=${IDLE_WAIT:-120}      # longest wait, in seconds, for CPU 0 to be idle before a measurement
 # GATEWAY_BASELINE_BIN: another gateway binary (an earlier commit) measured in the same run
+# SCENARIOS: measure only these (names from ORDER below, space-separated); default all
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -510,6 +511,7 @@ print("\"proxy_cpu_us\":%.2f,\"upstream_cpu_us\":%.2f,\"proxy_csw\":%.3f,\"forei
 
 log "warm-up (2 s each)"
 for s in "${!SCEN[@]}"; do
+    [ -z "${SCENARIOS:-}" ] || [[ " $SCENARIOS " == *" $s "* ]] || continue
     wrk_run "$s" 2 >/dev/null
 done
 sleep 1
@@ -518,6 +520,12 @@ RSS_WARM=$(awk '/VmRSS/ {print $2}' "/proc/$gw_PID/status")
 ORDER=(upstream nginx-key relay-tcp haproxy-key caddy-basic gw-key gw-basic gw-bearer attack-default attack-raised
     upstream-up nginx-up-buf nginx-up-stream gw-up upstream-down nginx-down-buf nginx-down-stream gw-down)
 [ -z "$BASELINE" ] || ORDER+=(gw-old-key gw-old-basic gw-old-bearer gw-old-up gw-old-down)
+if [ -n "${SCENARIOS:-}" ]; then
+    kept=()
+    for s in "${ORDER[@]}"; do [[ " $SCENARIOS " == *" $s "* ]] && kept+=("$s"); done
+    [ ${#kept[@]} -gt 0 ] || die "SCENARIOS names none of: ${ORDER[*]}"
+    ORDER=("${kept[@]}")
+fi
 for round in $(seq 1 "$ROUNDS"); do
     # rotate the order each round so no scenario always runs first or last
     n=${#ORDER[@]}
@@ -559,7 +567,7 @@ ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$BIG" ARGILLA_LOCAL_AUTH_SECRET_KEY="$SECRET" 
     echo "haproxy=HAProxy $("$HAPROXY" -v 2>&1 | head -1 | awk '{print $3}')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $1" "$2}')"
     echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
-    echo "gateway=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (+ uncommitted changes)')"
+    echo "gateway=$(cd "$ROOT" && git log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (+ uncommitted changes)')"
     echo "baseline=${GATEWAY_BASELINE_NAME:-$(basename "${BASELINE:-none}")}"
     echo "upload_bytes=$MIB"
     echo "download_bytes=$(stat -c %s "$WORK/static/search-page.json")"
@@ -577,7 +585,7 @@ ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$BIG" ARGILLA_LOCAL_AUTH_SECRET_KEY="$SECRET" 
     echo "duration=$DURATION"
     echo "connections=$CONNECTIONS"
     echo "attack_rate=$ATTACK_RATE"
-    echo "command=ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS ATTACK_RATE=$ATTACK_RATE USERS=$USERS BIG_USERS=$BIG_USERS IDLE_WAIT=$IDLE_WAIT${BASELINE:+ GATEWAY_BASELINE_BIN=$BASELINE} bench/run.sh"
+    echo "command=ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS ATTACK_RATE=$ATTACK_RATE USERS=$USERS BIG_USERS=$BIG_USERS IDLE_WAIT=$IDLE_WAIT${BASELINE:+ GATEWAY_BASELINE_BIN=$BASELINE}${SCENARIOS:+ SCENARIOS=\"$SCENARIOS\"} bench/run.sh"
 } >"$WORK/meta.txt"
 python3 "$HERE/summarize.py" "$RAW" "$WORK/meta.txt" "$WORK/load.json" >"$OUT/results.md"
 cp "$RAW" "$OUT/raw.jsonl"
