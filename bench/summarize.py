@@ -191,14 +191,15 @@ def main() -> None:
     bulk_section(w, by, med, ratio, errors, meta)
     baseline_section(w, by, med, ratio, errors, meta)
 
-    w(f"\n### API-key users while {meta['attack_rate']} wrong-password Basic requests/s arrive\n")
-    w(
-        "Same `wrk` API-key load as above, on a separate gateway instance, measured quiet and then "
-        f"while `attack.py` (CPU 1, from 127.0.0.2) sends {meta['attack_rate']} req/s of "
-        "`victim:wrong-password` (victim's hash: bcrypt cost 10).\n"
-    )
-    w("| gateway limits | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | p99 ratio (worst round) | req/s ratio | attacker answers (all rounds) | attacker p50 / p99 ms |")
-    w("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    if any(k in by for k in ("gw-att-key-quiet", "gw-open-key-quiet")):
+        w(f"\n### API-key users while {meta['attack_rate']} wrong-password Basic requests/s arrive\n")
+        w(
+            "Same `wrk` API-key load as above, on a separate gateway instance, measured quiet and then "
+            f"while `attack.py` (CPU 1, from 127.0.0.2) sends {meta['attack_rate']} req/s of "
+            "`victim:wrong-password` (victim's hash: bcrypt cost 10).\n"
+        )
+        w("| gateway limits | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | p99 ratio (worst round) | req/s ratio | attacker answers (all rounds) | attacker p50 / p99 ms |")
+        w("|---|---:|---:|---:|---:|---:|---:|---|---|")
     attack_ratios = {}
     for inst, label in [
         ("gw-att-key", "defaults (100/address, 10/username): attacker gets 429 before bcrypt"),
