@@ -8,6 +8,8 @@ OUT=$HERE/out
 WORK=$OUT/work
 UP_PORT=$((BASE_PORT + 1)) GW_PORT=$((BASE_PORT + 4))
 ROUTE='/api/datasets/bench-ds?workspace=team-a'
+UP_ROUTE='/api/datasets/bench-ds/TextClassification:bulk?workspace=team-a'
+DOWN_ROUTE='/api/datasets/bench-ds/TextClassification:search?workspace=team-a&limit=1000'
 KEY_HEADER="X-Argilla-Api-Key: bench-key-0123456789abcdef0123456789ab"
 BASIC_HEADER="Authorization: Basic $(printf 'bench-basic:basic-pass-1' | base64 -w0)"
 [ -f "$WORK/upstream.conf" ] || { echo "run bench/run.sh first" >&2; exit 1; }

@@ -2,7 +2,9 @@
 # Profiles the gateway's hot path under the benchmark's load (run bench/run.sh once first: it
 # installs the tools and writes the users file and configs this reuses from bench/out/work).
 #
-#   bench/profile.sh [key|basic|bearer] [seconds]
+#   bench/profile.sh [key|basic|bearer|up|down] [seconds]
+#
+# up / down: the API-key 1 MiB upload (:bulk) and download (:search) of bench/run.sh.
 #
 # Builds a release binary with line-table debug info into bench/out/target-prof (your normal
 # target/ is untouched), starts the upstream nginx and that gateway on CPU 0, drives it with
@@ -18,25 +20,30 @@ RUN=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/out/prof
 . "$(dirname "${BASH_SOURCE[0]}")/prof-common.sh"
 PROF=$RUN
 command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null; }
-GW=$(profiling_build)
+GW=${GATEWAY_BIN:-$(profiling_build)} # GATEWAY_BIN: profile that binary instead (symbols, no line tables)
 start_upstream 0
 # shellcheck disable=SC2046 # one word per variable
 env -i $(gateway_env) taskset -c 0 "$GW" >"$PROF/gw.log" 2>&1 &
 PIDS+=($!)
 GWPID=$!
 sleep 1.5
+URL="http://127.0.0.1:$GW_PORT$ROUTE"
+export BENCH_BODY_FILE=
 case $MODE in
 key) HDR=$KEY_HEADER ;;
+up) HDR=$KEY_HEADER URL="http://127.0.0.1:$GW_PORT$UP_ROUTE" BENCH_BODY_FILE=$WORK/bulk.json ;;
+down) HDR=$KEY_HEADER URL="http://127.0.0.1:$GW_PORT$DOWN_ROUTE" BENCH_BODY_FILE=$WORK/search-query.json ;;
 basic) HDR=$BASIC_HEADER ;;
 bearer)
     TOKEN=$(curl -sf -X POST -d username=bench-token -d password=token-pass-1 \
         "http://127.0.0.1:$GW_PORT/api/security/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
     HDR="Authorization: Bearer $TOKEN" ;;
-*) echo "mode: key, basic or bearer" >&2; exit 2 ;;
+*) echo "mode: key, basic, bearer, up or down" >&2; exit 2 ;;
 esac
-URL="http://127.0.0.1:$GW_PORT$ROUTE"
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$HDR" "$URL")" = 200 ] || { echo "not 200" >&2; exit 1; }
-taskset -c 1 wrk -t1 -c64 -d2s -H "$HDR" "$URL" >/dev/null # warm-up
+POST=()
+[ -z "$BENCH_BODY_FILE" ] || POST=(-X POST -H 'Content-Type: application/json' -H 'Expect:' --data-binary "@$BENCH_BODY_FILE")
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$HDR" "${POST[@]}" "$URL")" = 200 ] || { echo "not 200" >&2; exit 1; }
+taskset -c 1 wrk -t1 -c64 -d2s -s "$HERE/report.lua" -H "$HDR" "$URL" >/dev/null # warm-up
 
 ticks() { # utime+stime of a process and its children (nginx workers), in clock ticks
     local t=0 p
@@ -64,7 +71,7 @@ perf record -q -e cpu-clock -F 4999 --call-graph dwarf,16384 -p $GWPID -o "$PROF
     >/dev/null 2>&1 &
 PERF=$!
 PIDS+=("$PERF")
-taskset -c 1 wrk -t1 -c64 -d5s -H "$HDR" "$URL" >/dev/null
+taskset -c 1 wrk -t1 -c64 -d5s -s "$HERE/report.lua" -H "$HDR" "$URL" >/dev/null
 wait $PERF || true
 {
     echo

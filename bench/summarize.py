@@ -12,6 +12,114 @@ from collections import defaultdict
 from statistics import median
 
 
+BUFFERING = {"buf": "buffering on", "stream": "buffering off"}
+
+
+def best_nginx_ratio(by, s, kind, field, pick):
+    """Median over rounds of s's field divided by the better nginx configuration's in that
+    round (pick=max for req/s, min for latency), and which configuration that mostly was."""
+    rs, names = [], []
+    for k in by[s]:
+        peers = [(by[f"nginx-{kind}-{c}"][k][field], c) for c in BUFFERING if k in by.get(f"nginx-{kind}-{c}", {})]
+        if not peers:
+            continue
+        v, c = pick(peers)
+        if v:
+            rs.append(by[s][k][field] / v)
+            names.append(c)
+    if not rs:
+        return float("nan"), "?"
+    counts = {c: names.count(c) for c in set(names)}
+    label = " / ".join(f"{BUFFERING[c]} in {n} of {len(names)} rounds" for c, n in sorted(counts.items()))
+    return median(rs), label
+
+
+def bulk_section(w, by, med, ratio, errors, meta) -> None:
+    """1 MiB uploads and downloads: upstream alone, nginx buffered and streaming, gateway(s)."""
+    if not any(f"gw-{k}" in by for k in ("up", "down")):
+        return
+    w("\n### 1 MiB uploads and downloads\n")
+    w(
+        f"API key, same `wrk -t1 -c{meta['connections']}` load and CPUs. **Upload**: "
+        "`POST /api/datasets/bench-ds/TextClassification:bulk?workspace=team-a` with a "
+        f"{int(meta['upload_bytes']):,}-byte JSON body of records; the upstream reads the whole body "
+        "before it answers (as Argilla does), with a short JSON count. **Download**: "
+        "`POST /api/datasets/bench-ds/TextClassification:search?workspace=team-a&limit=1000` with a "
+        f"95-byte query; the upstream answers a {int(meta['download_bytes']):,}-byte JSON page of records "
+        "from a file. nginx is measured twice, in one process: **buffering on** (nginx's default "
+        "`proxy_buffering on` and `proxy_request_buffering on`, with buffers that hold the whole "
+        "1 MiB in memory: `client_body_buffer_size 2m`, `proxy_buffers 32 64k`) and **buffering "
+        "off** (`proxy_buffering off; proxy_request_buffering off;`: each chunk passed on as it "
+        "arrives). The gateway streams both ways. Ratios: medians of per-round ratios. MiB/s: bytes "
+        "wrk received (downloads) or sent (uploads) per second."
+    )
+    up_seen = meta.get("upstream_uploads", "?")
+    whole = meta.get("upstream_uploads_whole", "?")
+    w(
+        f"The upstream read {whole} of the {up_seen} uploads it was sent in the whole run "
+        "(measurements, warm-up and checks) as whole 1 MiB bodies; every download was compared "
+        "byte for byte with the file once per proxy before measuring.\n"
+    )
+    w(
+        "| traffic | scenario | req/s | MiB/s | p50 ms | p99 ms | req/s ÷ nginx buffering on | req/s ÷ nginx buffering off "
+        "| p99 ÷ nginx on | p99 ÷ nginx off | proxy CPU µs/req | CPU ÷ nginx on | CPU ÷ nginx off | upstream CPU µs/req | errors |"
+    )
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, traffic in (("up", "upload"), ("down", "download")):
+        rows = [
+            (f"upstream-{kind}", "upstream nginx alone (the limit)"),
+            (f"nginx-{kind}-buf", "nginx, buffering on"),
+            (f"nginx-{kind}-stream", "nginx, buffering off"),
+            (f"gw-{kind}", f"gateway {meta['gateway']}"),
+            (f"gw-old-{kind}", f"gateway {meta.get('baseline', 'baseline')} (baseline)"),
+        ]
+        on, off = f"nginx-{kind}-buf", f"nginx-{kind}-stream"
+        for s, label in rows:
+            if s not in by:
+                continue
+            mib = median(r["bytes" if kind == "down" else "requests"] / (r["duration_us"] / 1e6) for r in by[s].values())
+            mib = mib / 1048576 if kind == "down" else mib * int(meta["upload_bytes"]) / 1048576
+            peer = s.startswith("gw")
+            dash = "–"
+            w(
+                f"| {traffic} | {label} | {med(s, 'rps'):,.0f} | {mib:,.0f} | {med(s, 'p50_ms'):.2f} | {med(s, 'p99_ms'):.2f} | "
+                + (" | ".join(f"{ratio(s, p, f):.2f}" for f in ("rps",) for p in (on, off)) if s != f"upstream-{kind}" else f"{dash} | {dash}")
+                + " | "
+                + (" | ".join(f"{ratio(s, p, 'p99_ms'):.2f}" for p in (on, off)) if s != f"upstream-{kind}" else f"{dash} | {dash}")
+                + f" | {med(s, 'proxy_cpu_us'):.0f} | "
+                + (" | ".join(f"{ratio(s, p, 'proxy_cpu_us'):.2f}" for p in (on, off)) if peer else f"{dash} | {dash}")
+                + f" | {med(s, 'upstream_cpu_us') if not s.startswith('upstream') else float('nan'):.0f} | {errors(s)} |"
+            )
+
+
+def baseline_section(w, by, med, ratio, errors, meta) -> None:
+    """The gateway against the baseline binary (an earlier commit) on the same traffic."""
+    if "gw-old-key" not in by:
+        return
+    w(f"\n### Gateway {meta['gateway']} against the baseline {meta['baseline']}, same run\n")
+    w(
+        "The baseline binary runs as a fourth gateway instance (same configuration, users file and "
+        "CPU) and takes the same rotating turns; ratios are medians of per-round ratios.\n"
+    )
+    w("| traffic | req/s | baseline req/s | req/s ÷ baseline | p99 ms | baseline p99 ms | p99 ÷ baseline | CPU µs/req | baseline CPU µs/req | errors (both) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s, label in (
+        ("key", "small GET, API key"),
+        ("basic", "small GET, Basic (warm)"),
+        ("bearer", "small GET, Bearer"),
+        ("up", "1 MiB upload, API key"),
+        ("down", "1 MiB download, API key"),
+    ):
+        new, old = f"gw-{s}", f"gw-old-{s}"
+        if new not in by or old not in by:
+            continue
+        w(
+            f"| {label} | {med(new, 'rps'):,.0f} | {med(old, 'rps'):,.0f} | {ratio(new, old, 'rps'):.3f} | "
+            f"{med(new, 'p99_ms'):.2f} | {med(old, 'p99_ms'):.2f} | {ratio(new, old, 'p99_ms'):.2f} | "
+            f"{med(new, 'proxy_cpu_us'):.1f} | {med(old, 'proxy_cpu_us'):.1f} | {errors(new) + errors(old)} |"
+        )
+
+
 def main() -> None:
     raw_path, meta_path, load_path = sys.argv[1:4]
     rows = [json.loads(line) for line in open(raw_path) if line.strip()]
@@ -80,14 +188,18 @@ def main() -> None:
             f"Gateway API key vs upstream alone: req/s ×{ratio('gw-key', 'upstream', 'rps'):.2f}."
         )
 
-    w(f"\n### API-key users while {meta['attack_rate']} wrong-password Basic requests/s arrive\n")
-    w(
-        "Same `wrk` API-key load as above, on a separate gateway instance, measured quiet and then "
-        f"while `attack.py` (CPU 1, from 127.0.0.2) sends {meta['attack_rate']} req/s of "
-        "`victim:wrong-password` (victim's hash: bcrypt cost 10).\n"
-    )
-    w("| gateway limits | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | p99 ratio (worst round) | req/s ratio | attacker answers (all rounds) | attacker p50 / p99 ms |")
-    w("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    bulk_section(w, by, med, ratio, errors, meta)
+    baseline_section(w, by, med, ratio, errors, meta)
+
+    if any(k in by for k in ("gw-att-key-quiet", "gw-open-key-quiet")):
+        w(f"\n### API-key users while {meta['attack_rate']} wrong-password Basic requests/s arrive\n")
+        w(
+            "Same `wrk` API-key load as above, on a separate gateway instance, measured quiet and then "
+            f"while `attack.py` (CPU 1, from 127.0.0.2) sends {meta['attack_rate']} req/s of "
+            "`victim:wrong-password` (victim's hash: bcrypt cost 10).\n"
+        )
+        w("| gateway limits | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | p99 ratio (worst round) | req/s ratio | attacker answers (all rounds) | attacker p50 / p99 ms |")
+        w("|---|---:|---:|---:|---:|---:|---:|---|---|")
     attack_ratios = {}
     for inst, label in [
         ("gw-att-key", "defaults (100/address, 10/username): attacker gets 429 before bcrypt"),
@@ -160,6 +272,22 @@ def main() -> None:
             f"key map {ratio('haproxy-key', 'nginx-key', 'rps'):.2f}×. The gateway reaches "
             f"{ratio('gw-key', 'relay-tcp', 'rps'):.2f}× the relay's req/s."
         )
+
+    if any(s in by for s in ("gw-up", "gw-down", "gw-old-key")):
+        w("\n1 MiB bodies and the change since the baseline:\n")
+        w("| target | measured | verdict |")
+        w("|---|---|---|")
+    for kind, what in (("up", "1 MiB uploads"), ("down", "1 MiB downloads")):
+        if f"gw-{kind}" not in by:
+            continue
+        r, best = best_nginx_ratio(by, f"gw-{kind}", kind, "rps", max)
+        p, pbest = best_nginx_ratio(by, f"gw-{kind}", kind, "p99_ms", min)
+        w(f"| {what}: req/s ≥ nginx's best configuration ({best}) | {r:.2f}× | {verdict(r >= 1.0)} |")
+        w(f"| {what}: p99 ≤ nginx's best configuration ({pbest}) | {p:.2f}× | {verdict(p <= 1.0)} |")
+    for s, label in (("key", "API key"), ("basic", "Basic (warm)"), ("bearer", "Bearer")):
+        if f"gw-old-{s}" in by and f"gw-{s}" in by:
+            r = ratio(f"gw-{s}", f"gw-old-{s}", "rps")
+            w(f"| {label}, small requests: req/s ≥ 0.97× the baseline {meta['baseline']} | {r:.2f}× | {verdict(r >= 0.97)} |")
 
     w("\n### Machine\n")
     w(
