@@ -273,7 +273,9 @@ up() {
   export COMPOSE_TEST_ARGILLA_IMAGE=$ARGILLA_IMAGE ARGILLA_GATEWAY_IMAGE=$GATEWAY_IMAGE
   # For later compose commands on this stack (tests/compose/test_stack.py): no secret in it.
   printf 'COMPOSE_TEST_ARGILLA_IMAGE=%s\nARGILLA_GATEWAY_IMAGE=%s\n' "$ARGILLA_IMAGE" "$GATEWAY_IMAGE" >"$WORK/stack.env"
-  compose up -d --no-build >"$WORK/compose-up.log" 2>&1 || {
+  timeout 300 docker-compose --env-file "$WORK/empty.env" -p "$PROJECT" --project-directory "$ROOT" \
+    -f "$ROOT/docker-compose.yml" -f "$ROOT/deploy/compose-test/docker-compose.test.yml" \
+    up -d --no-build >"$WORK/compose-up.log" 2>&1 || {
     cat "$WORK/compose-up.log" >&2
     die "docker-compose up failed"
   }

@@ -154,6 +154,12 @@ def test_upstream_and_search_are_not_reachable_from_the_host():
             with socket.socket() as s:
                 s.settimeout(1)
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"something listens on 127.0.0.1:{port}"
+        # Its only route out is the internal backend bridge (Docker drops what would leave it).
+        backend_gateway = c["NetworkSettings"]["Networks"][FX["project"] + "_backend"]["Gateway"]
+        routes = docker("exec", c["Id"], "cat", "/proc/net/route").splitlines()[1:]
+        defaults = [line.split()[2] for line in routes if line.split()[1] == "00000000"]
+        as_hex = "".join(f"{int(part):02X}" for part in reversed(backend_gateway.split(".")))
+        assert set(defaults) <= {as_hex}, (service, backend_gateway, routes)
     backend = json.loads(docker("network", "inspect", FX["project"] + "_backend"))[0]
     assert backend["Internal"] is True
     gateway = inspect("gateway")
