@@ -73,8 +73,7 @@ with open(os.open(fixture, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") a
     json.dump({"users": users, "upstream_api_key": os.environ["COMPOSE_TEST_KEY"], "users_dir": os.path.join(run, "users"),
                "gateway_port": port, "gateway_url": f"http://127.0.0.1:{port}",
                "project": os.environ.get("COMPOSE_TEST_PROJECT", "argilla-gateway-test"),
-               "empty_env": os.path.join(os.path.dirname(run), "empty.env"),
-               "docker": "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else "docker"}, f)
+               "empty_env": os.path.join(os.path.dirname(run), "empty.env")}, f)
 PY
 
 ARGILLA_GATEWAY_USERS_DIR=$RUN/users ARGILLA_GATEWAY_UPSTREAM_API_KEY=$key ARGILLA_GATEWAY_PORT=$port \

@@ -42,9 +42,9 @@ die() {
   exit 1
 }
 # The Debian docker.io client (20.10) builds with the engine's own BuildKit; a newer client
-# without the buildx plugin cannot.
-if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
-docker() { "$DOCKER" "$@"; }
+# without the buildx plugin cannot. Looked up at each call: `up` may have just installed it.
+docker_bin() { if [[ -x /usr/bin/docker ]]; then echo /usr/bin/docker; else command -v docker; fi; }
+docker() { "$(docker_bin)" "$@"; }
 # The env file is empty: a developer's .env must not leak into the test stack.
 compose() {
   docker-compose --env-file "$WORK/empty.env" -p "$PROJECT" --project-directory "$ROOT" \
@@ -179,7 +179,7 @@ argilla_image() {
   cp -a "$prefix" "$ctx/python"
   cp -a "$ROOT/.e2e/venv-server/lib/python3.10/site-packages" "$ctx/site-packages"
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
-  DOCKER_BUILDKIT=1 timeout 900 "$DOCKER" build -q --label "$LABEL" \
+  DOCKER_BUILDKIT=1 timeout 900 "$(docker_bin)" build -q --label "$LABEL" \
     --build-arg BASE_IMAGE="$DEBIAN_IMAGE" --build-arg PYTHON_PREFIX="$prefix" \
     -f "$ROOT/deploy/compose-test/argilla.Dockerfile" -t "$ARGILLA_IMAGE" "$ctx" >/dev/null
   rm -rf "$ctx"
@@ -196,7 +196,7 @@ gateway_image() {
     cargo build -q --release --locked --target "$target")
   # The Dockerfile as it is, less its `# syntax=` line (that would fetch the frontend image).
   sed '/^# syntax=/d' "$ROOT/Dockerfile" >"$WORK/gateway.Dockerfile"
-  DOCKER_BUILDKIT=1 timeout 600 "$DOCKER" build -q --label "$LABEL" \
+  DOCKER_BUILDKIT=1 timeout 600 "$(docker_bin)" build -q --label "$LABEL" \
     --build-arg BUILD_IMAGE="$STATIC_IMAGE" --build-arg RUNTIME_IMAGE="$STATIC_IMAGE" \
     --target prebuilt --build-arg MUSL_TARGET="$target" \
     -f "$WORK/gateway.Dockerfile" -t "$GATEWAY_IMAGE" "$ROOT" >/dev/null

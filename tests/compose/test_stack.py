@@ -25,6 +25,7 @@ USERS_FILE = os.path.join(FX["users_dir"], "users.yml")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WITHIN = 1.0  # seconds from the host's write to the change being usable through the gateway
 IMAGE_LIMIT = 20_000_000  # bytes, the gateway image as an image
+DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else "docker"  # as compose-test.sh
 
 
 def compose(*args, check=True):
@@ -47,7 +48,7 @@ def compose(*args, check=True):
 
 
 def docker(*args):
-    out = subprocess.run([FX["docker"], *args], check=True, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([DOCKER, *args], check=True, capture_output=True, text=True, timeout=60)
     return out.stdout
 
 
