@@ -15,8 +15,12 @@
 
 # Keep equal to `rust-version` in Cargo.toml (.ci/docker-check.sh checks it).
 ARG RUST_VERSION=1.95
+# The base images, as build arguments so that a machine without a registry can build from bases
+# made locally (deploy/compose-test.sh does); the defaults are the published images.
+ARG BUILD_IMAGE=rust:${RUST_VERSION}-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 # musl-tools: the C compiler for ring's C and assembly parts on the musl target. Debian
 # stable's own version; the base image tag pins the release.
 # hadolint ignore=DL3008
@@ -39,11 +43,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
  && install -D -m 0755 "target/$(uname -m)-unknown-linux-musl/release/argilla-gateway" \
         /out/argilla-gateway
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${RUNTIME_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="argilla-gateway" \
       org.opencontainers.image.description="Authenticating, workspace-checking reverse proxy for Argilla 1.x" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/argilla-gateway /usr/local/bin/argilla-gateway
 COPY gateway.toml /etc/argilla-gateway/gateway.toml
 ENV ARGILLA_GATEWAY_CONFIG=/etc/argilla-gateway/gateway.toml \
     ARGILLA_GATEWAY_LISTEN=0.0.0.0:6900 \
@@ -56,3 +59,15 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/argilla-gateway", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/argilla-gateway"]
 CMD ["serve"]
+
+# `--target prebuilt`: the static binary that the host built with
+# `cargo build --release --locked --target <arch>-unknown-linux-musl` into target/docker-musl (as
+# .ci/docker-check.sh does), for machines where no toolchain can be fetched inside a build.
+# MUSL_TARGET names the host's target (aarch64-unknown-linux-musl on arm64).
+FROM runtime AS prebuilt
+ARG MUSL_TARGET=x86_64-unknown-linux-musl
+COPY target/docker-musl/${MUSL_TARGET}/release/argilla-gateway /usr/local/bin/argilla-gateway
+
+# The default: the binary compiled in the build stage above.
+FROM runtime
+COPY --from=build /out/argilla-gateway /usr/local/bin/argilla-gateway
