@@ -394,14 +394,14 @@ impl Affinity {
         let mut request = Request::from_parts(parts, body.into_body());
         let mut fresh = false;
         loop {
-            let (mut sender, reused) = if fresh {
+            let (sender, reused) = if fresh {
                 self.upstream.open_connection(false).await?
             } else {
                 self.take_or_open().await?
             };
-            let e = match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.lease(sender, response, slot)),
-                Err(e) => e,
+            let e = match send_on(sender, request).await {
+                (sender, Ok(response)) => return Ok(self.lease(sender, response, slot)),
+                (_, Err(e)) => e,
             };
             let mut e = e;
             if let Some(unsent) = e.take_message()
@@ -433,7 +433,7 @@ impl Affinity {
     /// the upstream keeps it open.
     fn lease(
         self: &Arc<Self>,
-        sender: SendRequest<Body>,
+        sender: Option<SendRequest<Body>>,
         response: Response<Incoming>,
         slot: OwnedSemaphorePermit,
     ) -> Response<Body> {
@@ -448,7 +448,9 @@ impl Affinity {
                 .get_all(header::CONNECTION)
                 .iter()
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let back = keeps.then(|| (sender, self.clone()));
+        let back = sender
+            .filter(|_| keeps)
+            .map(|sender| (sender, self.clone()));
         let idle = self.upstream.settings.body_idle_timeout;
         response.map(move |body| {
             body::idle_timeout(
@@ -462,6 +464,43 @@ impl Affinity {
             )
         })
     }
+}
+
+/// Sends `request` on `sender`'s connection and waits for the response head, or for the
+/// connection to end without taking the request. The sender comes back unless the connection
+/// ended.
+///
+/// A request handed over in the instant the connection's task ends can stay in the closed
+/// channel between them with its answer never sent: tokio's channel drains what it holds when
+/// its receiver goes, but a message pushed by a sender that got past the closed check just
+/// before lands after the drain and stays until the last sender is dropped (hyper's `Envelope`
+/// then answers "connection closed" and hands the request back). Waiting while holding the
+/// sender would wait forever, so once the connection has ended the sender is dropped and the
+/// request comes back unsent.
+async fn send_on(
+    mut sender: SendRequest<Body>,
+    request: Request<Body>,
+) -> (
+    Option<SendRequest<Body>>,
+    Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>,
+) {
+    // The future owns what it needs; it does not borrow the sender.
+    let mut response = std::pin::pin!(sender.try_send_request(request));
+    let ended = tokio::select! {
+        biased;
+        response = &mut response => return (Some(sender), response),
+        // Pending while the request is in flight; an error once the connection has ended.
+        ready = sender.ready() => ready.is_err(),
+    };
+    if ended {
+        tracing::debug!(
+            "upstream connection ended under a request it never took; it comes back unsent"
+        );
+        drop(sender);
+        return (None, response.await);
+    }
+    let response = response.await;
+    (Some(sender), response)
 }
 
 impl Drop for Affinity {
