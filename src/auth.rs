@@ -33,8 +33,9 @@ use tokio::sync::{Semaphore, watch};
 use crate::{
     error::Reject,
     limit::Limiter,
+    reload::Users,
     token::Tokens,
-    users::{Digest32, User, UserStore, Users},
+    users::{Digest32, User, UserStore},
 };
 
 /// The credential headers a client may send; all are removed before forwarding.

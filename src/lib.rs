@@ -7,7 +7,8 @@
 //! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed over the
 //!    client connection's own upstream connection ([`upstream`]).
 //!
-//! [`users::Users`] holds the users file as one snapshot and swaps it whole on every reload.
+//! [`users`] reads and validates the users file; [`reload::Users`] holds it as one snapshot and
+//! swaps it whole on every reload.
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -20,6 +21,7 @@ pub mod limit;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod tls;

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::users::ReloadStatus;
+use crate::reload::ReloadStatus;
 
 /// Route classes, as `route` label values.
 pub const ROUTES: [&str; 16] = [

@@ -22,10 +22,10 @@ use crate::{
     metrics::{Extra, Metrics},
     policy,
     proxy::{self, Added, Base},
+    reload::Users,
     route::{self, Api, Route},
     token::Tokens,
     upstream::{self, Affinity, Outgoing, Upstream},
-    users::Users,
 };
 
 /// Everything a request may need. Built once; only the users snapshot and counters change.

@@ -21,8 +21,8 @@ use std::{
 use argilla_gateway::{
     body::{Body, full},
     config::Config,
+    reload::{Reloader, Users},
     server::{self, State},
-    users::{Reloader, Users},
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
