@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod limit;
 pub mod metrics;
+pub mod password;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
