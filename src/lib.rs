@@ -23,6 +23,7 @@ pub mod password;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod request;
 pub mod route;
 pub mod server;
 pub mod tls;
