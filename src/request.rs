@@ -18,7 +18,7 @@ use crate::{
     error::{Reject, error_chain},
     policy,
     proxy::{self, Added},
-    route::{self, Api, Route},
+    route::{self, Api, Class, Route},
     server::{KEY_REFUSED, State},
     upstream::{Affinity, Outgoing, Upstream},
 };
@@ -110,17 +110,11 @@ async fn serve(
         .then(|| proxy::requested_upgrade(request.headers()))
         .flatten()
         .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+    trace.route = route.class();
     match route {
-        Route::Health => {
-            trace.route = "health";
-            Ok(answer::health())
-        }
-        Route::Ready => {
-            trace.route = "health";
-            Ok(answer::ready(state.ready().await))
-        }
+        Route::Health => Ok(answer::health()),
+        Route::Ready => Ok(answer::ready(state.ready().await)),
         Route::Login => {
-            trace.route = "login";
             let limits = &state.config.limits;
             let response = answer::login(
                 &state.authenticator(),
@@ -136,18 +130,10 @@ async fn serve(
             Ok(response)
         }
         Route::Me => {
-            trace.route = "me";
-            let identity = state
-                .authenticator()
-                .authenticate(request.headers(), client)
-                .await?;
-            conn.ticket.prove();
-            trace.user = Some(identity.user.username.clone());
-            trace.credential = Some(identity.method.label());
+            let identity = authenticate(state, &request, client, conn, trace).await?;
             Ok(answer::me(&identity))
         }
         Route::Public => {
-            trace.route = "public";
             let (parts, body) = request.into_parts();
             let query = parts.uri.query().map(str::to_owned);
             let target = Target {
@@ -160,17 +146,28 @@ async fn serve(
             forward(state, parts, body, conn, target).await
         }
         Route::Api(api) => {
-            trace.route = api.label();
-            let identity = state
-                .authenticator()
-                .authenticate(request.headers(), client)
-                .await?;
-            conn.ticket.prove();
-            trace.user = Some(identity.user.username.clone());
-            trace.credential = Some(identity.method.label());
+            let identity = authenticate(state, &request, client, conn, trace).await?;
             forward_api(state, request, conn, api, &identity, upgrade, trace).await
         }
     }
+}
+
+/// Authenticates the request; a connection that did so has proved itself to admission.
+async fn authenticate(
+    state: &State,
+    request: &Request<Incoming>,
+    client: std::net::IpAddr,
+    conn: &Connection,
+    trace: &mut Trace,
+) -> Result<Identity, Reject> {
+    let identity = state
+        .authenticator()
+        .authenticate(request.headers(), client)
+        .await?;
+    conn.ticket.prove();
+    trace.user = Some(identity.user.username.clone());
+    trace.credential = Some(identity.method.label());
+    Ok(identity)
 }
 
 /// RFC 9112 section 3.2: an HTTP/1.1 request needs exactly one `Host` (or an absolute-form
@@ -358,7 +355,7 @@ async fn forward(
 
 /// What the access log says about a request, filled in as it goes.
 struct Trace {
-    route: &'static str,
+    route: Class,
     user: Option<String>,
     /// How the user proved who they are (`api_key`, `token`, `basic`, `password` for a login).
     credential: Option<&'static str>,
@@ -417,7 +414,7 @@ impl AccessLog {
             path: request.uri().path().to_owned(),
             started: Instant::now(),
             trace: Trace {
-                route: "invalid",
+                route: Class::Invalid,
                 user: None,
                 credential: None,
                 workspace: None,
@@ -448,7 +445,7 @@ impl AccessLog {
             method = %self.method,
             path = self.path,
             status,
-            route = self.trace.route,
+            route = self.trace.route.label(),
             user = self.trace.user.as_deref().unwrap_or("-"),
             credential = self.trace.credential.unwrap_or("-"),
             workspace = self.trace.workspace.as_deref().unwrap_or("-"),
