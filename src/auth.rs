@@ -25,9 +25,13 @@ use crate::{
     users::{User, UserStore},
 };
 
-/// The credential headers a client may send; all are removed before forwarding.
-pub const CREDENTIAL_HEADERS: [&str; 3] =
-    ["x-argilla-api-key", "x-rubrix-api-key", "authorization"];
+/// The header that carries Bearer and Basic credentials.
+const AUTHORIZATION: &str = "authorization";
+
+/// The credential headers a client may send, in the order [`credential`] reads them (every one
+/// but `Authorization` holds an API key); all are removed before forwarding. One list for both,
+/// so that a header read as a credential is never forwarded upstream.
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["x-argilla-api-key", "x-rubrix-api-key", AUTHORIZATION];
 
 /// How a request proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,20 +125,27 @@ fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, Reject> {
 /// # Errors
 /// 401 for a credential header that is present but malformed.
 pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Reject> {
-    for name in ["x-argilla-api-key", "x-rubrix-api-key"] {
-        if let Some(key) = single(headers, name)? {
-            return Ok(Some(Credential::ApiKey(key)));
-        }
+    for name in CREDENTIAL_HEADERS {
+        let Some(value) = single(headers, name)? else {
+            continue;
+        };
+        return if name == AUTHORIZATION {
+            authorization(&value).map(Some)
+        } else {
+            Ok(Some(Credential::ApiKey(value)))
+        };
     }
-    let Some(value) = single(headers, "authorization")? else {
-        return Ok(None);
-    };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value.as_str(), ""));
+    Ok(None)
+}
+
+/// The credential in an `Authorization` value: Bearer or Basic.
+fn authorization(value: &str) -> Result<Credential, Reject> {
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if scheme.eq_ignore_ascii_case("bearer") {
         if rest.is_empty() {
             return Err(unauthenticated("empty bearer token"));
         }
-        return Ok(Some(Credential::Bearer(rest.to_owned())));
+        return Ok(Credential::Bearer(rest.to_owned()));
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -148,10 +159,10 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Reject> {
         if username.is_empty() {
             return Err(bad_basic("basic credentials without a username"));
         }
-        return Ok(Some(Credential::Basic {
+        return Ok(Credential::Basic {
             username: username.to_owned(),
             password: password.to_owned(),
-        }));
+        });
     }
     Err(unauthenticated("unsupported authorization scheme"))
 }
