@@ -17,6 +17,8 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limit;
 pub mod metrics;
 pub mod password;
