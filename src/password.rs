@@ -537,6 +537,7 @@ mod tests {
         for (case, calls, runs, answer) in cases {
             let verifier = Verifier::new(2, Duration::from_secs(60), 100);
             let results = futures_join(
+                &verifier,
                 calls
                     .iter()
                     .map(|(name, user, password)| verifier.verify(name, *user, password, 4)),
@@ -555,12 +556,26 @@ mod tests {
         }
     }
 
-    /// Polls every future to completion on this task, together.
+    /// Takes every bcrypt thread of `verifier`, so that no check can finish until the returned
+    /// permit is dropped (a cost-4 check can otherwise end before its request is polled again).
+    fn hold_threads(verifier: &Verifier) -> tokio::sync::OwnedSemaphorePermit {
+        let all = u32::try_from(verifier.permits.available_permits()).unwrap();
+        verifier
+            .permits
+            .clone()
+            .try_acquire_many_owned(all)
+            .unwrap()
+    }
+
+    /// Polls every future to completion on this task, together. Each is polled once while the
+    /// bcrypt threads are held, so that every one has asked before any check can end.
     async fn futures_join<F: std::future::Future>(
+        verifier: &Verifier,
         futures: impl Iterator<Item = F>,
     ) -> Vec<F::Output> {
         let mut futures: Vec<_> = futures.map(Box::pin).map(Some).collect();
         let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        let mut held = Some(hold_threads(verifier));
         std::future::poll_fn(|cx| {
             for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
                 if let Some(future) = slot
@@ -570,6 +585,8 @@ mod tests {
                     *slot = None;
                 }
             }
+            // Every future has asked: let the checks run (which wakes the ones that lead).
+            drop(held.take());
             if futures.iter().all(Option::is_none) {
                 std::task::Poll::Ready(())
             } else {
@@ -586,6 +603,8 @@ mod tests {
         let store = store_of(&[("a", "pw")]);
         let a = store.by_name("a");
         let verifier = Verifier::new(1, Duration::from_secs(60), 100);
+        // The leader waits for the one bcrypt thread, so that it is still running when polled.
+        let held = hold_threads(&verifier);
         let mut leader = Box::pin(verifier.verify("a", a, "pw", 4));
         let mut waiter = Box::pin(verifier.verify("a", a, "pw", 4));
         std::future::poll_fn(|cx| {
@@ -596,6 +615,7 @@ mod tests {
         .await;
         assert_eq!(verifier.checks_in_flight(), 1, "one check, one waiter");
         drop(leader); // its client went away
+        drop(held);
         assert_eq!(verifier.checks_in_flight(), 0);
         assert!(waiter.await.unwrap(), "the waiter got its own answer");
         assert!(verifier.checks.load(Relaxed) >= 1);
@@ -606,15 +626,17 @@ mod tests {
     async fn a_remembered_password_in_use_does_not_expire() {
         let store = store_of(&[("a", "pw")]);
         let a = store.by_name("a").unwrap();
-        let verifier = Verifier::new(1, Duration::from_millis(400), 10);
+        // The cache keeps its own clock (moka takes no injected one): the gaps below are far from
+        // the TTL either way, so that a busy host cannot turn a short gap into a long one.
+        let verifier = Verifier::new(1, Duration::from_millis(1000), 10);
         assert!(verifier.verify("a", Some(a), "pw", 4).await.unwrap());
-        // Used every 150 ms for 1.2 s: three TTLs, never re-checked.
-        for _ in 0..8 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+        // Used every 100 ms for 3 s: three TTLs, never re-checked.
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(verifier.remembered(a, "pw"), "kept while in use");
         }
-        // Unused for longer than the TTL: forgotten.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Unused for twice the TTL: forgotten.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         assert!(!verifier.remembered(a, "pw"), "forgotten once unused");
     }
 

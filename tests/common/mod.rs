@@ -15,7 +15,7 @@ use std::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use argilla_gateway::{
@@ -435,4 +435,13 @@ pub fn binary(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> std
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null());
     command
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` after `limit`.
+pub async fn until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
