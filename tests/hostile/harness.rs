@@ -182,6 +182,7 @@ impl Recorder {
 
     pub fn clear(&self) {
         self.log.lock().unwrap().clear();
+        self.heads.lock().unwrap().clear();
     }
 
     /// The only request received; fails the case otherwise.
@@ -195,12 +196,24 @@ impl Recorder {
         all.into_iter().next().unwrap()
     }
 
-    /// Fails the case if anything reached the upstream.
-    pub fn assert_nothing(&self) {
+    /// Fails the case if any request's body came to an end at the upstream (a head whose body
+    /// is still arriving is allowed: see [`Recorder::assert_nothing`] for none at all).
+    pub fn assert_no_body_ended(&self) {
         let all = self.requests();
         assert!(
             all.is_empty(),
-            "the upstream must receive nothing, got {all:#?}"
+            "no request body may end at the upstream, got {all:#?}"
+        );
+    }
+
+    /// Fails the case if anything reached the upstream, a request whose body never finished
+    /// (only its head arrived) included.
+    pub fn assert_nothing(&self) {
+        let all = self.requests();
+        let heads = self.heads.lock().unwrap().clone();
+        assert!(
+            all.is_empty() && heads.is_empty(),
+            "the upstream must receive nothing, got {all:#?} (request heads: {heads:#?})"
         );
     }
 }
