@@ -218,7 +218,6 @@ async fn forward_api(
         &identity.user,
         &policy::Request {
             api,
-            method: &parts.method,
             query: parts.uri.query(),
             headers: &parts.headers,
             body: fields.as_ref(),

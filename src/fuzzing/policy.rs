@@ -125,7 +125,6 @@ pub fn check(data: &[u8]) {
     };
     let request = Request {
         api,
-        method,
         query,
         headers: &headers,
         body: fields.as_ref(),
