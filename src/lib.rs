@@ -12,8 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod answer;
-pub mod auth;
+pub(crate) mod answer;
+pub(crate) mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -22,13 +22,13 @@ pub mod fuzzing;
 pub mod limit;
 pub mod metrics;
 pub mod password;
-pub mod policy;
-pub mod proxy;
+pub(crate) mod policy;
+pub(crate) mod proxy;
 pub mod reload;
-pub mod request;
-pub mod route;
+pub(crate) mod request;
+pub(crate) mod route;
 pub mod server;
 pub mod tls;
-pub mod token;
+pub(crate) mod token;
 pub mod upstream;
 pub mod users;

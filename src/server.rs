@@ -32,17 +32,17 @@ pub struct State {
     /// The validated configuration.
     pub config: Config,
     /// The live users.
-    pub users: Arc<Users>,
+    pub(crate) users: Arc<Users>,
     /// bcrypt and its memory.
     pub verifier: Verifier,
     /// Gateway tokens.
-    pub tokens: Tokens,
+    pub(crate) tokens: Tokens,
     /// Failed-authentication budgets.
-    pub limiter: Limiter,
+    pub(crate) limiter: Limiter,
     /// Counters for the metrics listener.
     pub metrics: Metrics,
     /// TLS on the main listener, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// The service key as a header value, built once.
     pub(crate) service_key: HeaderValue,
     /// The upstream server and its idle connections.
