@@ -91,6 +91,7 @@ fn run(store: &UserStore, c: &Case) -> Result<Decision, Reject> {
 
 #[test]
 #[rustfmt::skip]
+#[expect(clippy::too_many_lines, reason = "the table is the test")]
 fn policy_table() {
     use Api::*;
     let cases = [
