@@ -1,14 +1,15 @@
 //! argilla-gateway: an authenticating, workspace-checking reverse proxy for Argilla 1.x.
 //!
-//! One request, end to end (`server::serve`):
+//! One request, end to end ([`request`], fed by [`server`]'s accept loop):
 //! 1. [`route::classify`]: public, answered here (`/healthz`, `/api/me`, login), or forwarded.
-//! 2. [`auth`]: the first credential present decides (API key, gateway token, Basic).
+//! 2. [`auth`]: the first credential present decides (API key, gateway token, Basic); passwords
+//!    are checked by [`password`] (bcrypt on its own threads, remembered, coalesced).
 //! 3. [`policy::authorize`]: one checked workspace, or a rejection in Argilla's shape.
 //! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed over the
 //!    client connection's own upstream connection ([`upstream`]).
 //!
 //! [`users`] reads and validates the users file; [`reload::Users`] holds it as one snapshot and
-//! swaps it whole on every reload.
+//! swaps it whole on every reload, and [`reload::Reloader`] watches its folder.
 #![warn(missing_docs)]
 
 pub mod admission;
