@@ -43,26 +43,9 @@ log() { printf '[passwords %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- packages (only when missing)
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v stress >/dev/null || need+=(stress)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    [ "$(id -u)" = 0 ] || die "run as root to install ${need[*]}, or install them first"
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then # keep the nginx package from starting a server
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-fi
+# shellcheck source=packages.sh
+source "$HERE/packages.sh"
+need_packages nginx=nginx wrk=wrk stress=stress curl=curl python3=python3 taskset=util-linux
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 CPUS=$(nproc --all)
 [ "$CPUS" -ge 2 ] || die "needs 2 CPUs (proxy on $PROXY_CPU, load on $LOAD_CPU)"

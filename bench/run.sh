@@ -40,30 +40,10 @@ log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- packages (only when missing)
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v caddy >/dev/null || need+=(caddy)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
-command -v hyperfine >/dev/null || need+=(hyperfine)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v ps >/dev/null || need+=(procps)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    [ "$(id -u)" = 0 ] || die "run as root to install ${need[*]}, or install them first"
-    # Keep the packages' init scripts from starting a system nginx on port 80.
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-fi
+# shellcheck source=packages.sh
+source "$HERE/packages.sh"
+need_packages nginx=nginx caddy=caddy haproxy=haproxy wrk=wrk hyperfine=hyperfine curl=curl python3=python3 \
+    taskset=util-linux ps=procps
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (proxy on $PROXY_CPU, load on $LOAD_CPU)"

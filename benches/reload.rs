@@ -21,8 +21,9 @@ use std::{
 
 use argilla_gateway::{
     config::Config,
+    reload::{Reloader, Users},
     server::{self, State},
-    users::{Reloader, UserStore, Users},
+    users::UserStore,
 };
 use bytes::Bytes;
 use http_body_util::Empty;

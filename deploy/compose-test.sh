@@ -27,6 +27,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=processes.sh
+source "$ROOT/deploy/processes.sh"
 WORK=$ROOT/.compose-test
 PROJECT=${COMPOSE_TEST_PROJECT:-argilla-gateway-test}
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-240}
@@ -97,15 +99,9 @@ stop_engine() {
   pid=$(cat "$WORK/dockerd.started")
   rm -f "$WORK/dockerd.started"
   kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid"
-  for _ in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "dockerd (pid $pid) did not stop within 30 s; sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  # shellcheck disable=SC2034 # read by stop_pids through namerefs
+  local pids=("$pid") names=(dockerd)
+  stop_pids 30 pids names
   say "dockerd (pid $pid) stopped"
 }
 

@@ -43,6 +43,8 @@ chmod 700 "$TRY"
 
 # shellcheck source=python-env.sh
 source "$ROOT/deploy/python-env.sh"
+# shellcheck source=processes.sh
+source "$ROOT/deploy/processes.sh"
 
 # ---------------------------------------------------------------- installs (once)
 if [[ -n ${ARGILLA_LOCAL_VENV:-} ]]; then
@@ -115,23 +117,8 @@ fi
 PIDS=()
 NAMES=()
 stop_all() {
-  local i pid
   trap - EXIT INT TERM
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${PIDS[i]}" 2>/dev/null || true
-  done
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    for _ in $(seq 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "${NAMES[i]} (pid $pid) did not stop on TERM; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids 5 PIDS NAMES
   say "stopped everything it started (pids ${PIDS[*]:-none})"
 }
 trap 'stop_all; exit 0' INT TERM

@@ -81,8 +81,6 @@ pub struct Upstream {
 pub struct Auth {
     /// The users file, when one is configured (or `.users.yml` exists in the working directory).
     pub users_file: Option<PathBuf>,
-    /// Whether `users_file` was named explicitly (a missing explicit file is a startup error).
-    pub users_file_explicit: bool,
     /// The default user's API key when no users file is used.
     pub default_api_key: String,
     /// The default user's bcrypt password hash when no users file is used.
@@ -772,7 +770,6 @@ impl Config {
                 idle_timeout: secs(idle_timeout_secs),
             },
             auth: Auth {
-                users_file_explicit: users_file.is_some(),
                 users_file: users_file.map(PathBuf::from),
                 default_api_key,
                 default_password_hash,
@@ -938,7 +935,6 @@ mod tests {
         .unwrap();
         assert_eq!(config.auth.token_expiration, Duration::from_secs(300));
         assert_eq!(config.auth.users_file, Some(PathBuf::from("/etc/u.yml")));
-        assert!(config.auth.users_file_explicit);
     }
 
     #[test]
@@ -1078,7 +1074,6 @@ mod tests {
     fn dot_users_yml_is_used_only_when_nothing_is_configured() {
         let config = with_env(None, &[]).unwrap().with_default_users_file(true);
         assert_eq!(config.auth.users_file, Some(PathBuf::from(".users.yml")));
-        assert!(!config.auth.users_file_explicit);
         let config = with_env(None, &[("ARGILLA_LOCAL_AUTH_USERS_DB_FILE", "/u.yml")])
             .unwrap()
             .with_default_users_file(true);

@@ -1,28 +1,35 @@
 //! argilla-gateway: an authenticating, workspace-checking reverse proxy for Argilla 1.x.
 //!
-//! One request, end to end (`server::serve`):
+//! One request, end to end ([`request`], fed by [`server`]'s accept loop):
 //! 1. [`route::classify`]: public, answered here (`/healthz`, `/api/me`, login), or forwarded.
-//! 2. [`auth`]: the first credential present decides (API key, gateway token, Basic).
+//! 2. [`auth`]: the first credential present decides (API key, gateway token, Basic); passwords
+//!    are checked by [`password`] (bcrypt on its own threads, remembered, coalesced).
 //! 3. [`policy::authorize`]: one checked workspace, or a rejection in Argilla's shape.
 //! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed over the
 //!    client connection's own upstream connection ([`upstream`]).
 //!
-//! [`users::Users`] holds the users file as one snapshot and swaps it whole on every reload.
+//! [`users`] reads and validates the users file; [`reload::Users`] holds it as one snapshot and
+//! swaps it whole on every reload, and [`reload::Reloader`] watches its folder.
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod answer;
-pub mod auth;
+pub(crate) mod answer;
+pub(crate) mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limit;
 pub mod metrics;
-pub mod policy;
-pub mod proxy;
-pub mod route;
+pub mod password;
+pub(crate) mod policy;
+pub(crate) mod proxy;
+pub mod reload;
+pub(crate) mod request;
+pub(crate) mod route;
 pub mod server;
 pub mod tls;
-pub mod token;
+pub(crate) mod token;
 pub mod upstream;
 pub mod users;

@@ -5,8 +5,9 @@ use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode, sync::Arc};
 use argilla_gateway::{
     config::{Config, LogFormat},
     error::Error,
+    reload::{ReloadOutcome, Reloader, Users},
     server::{self, State},
-    users::{self, Reloader, UserStore, Users},
+    users::{self, UserStore},
 };
 use clap::{Parser, Subcommand};
 
@@ -224,16 +225,16 @@ async fn run(config: Config) -> Result<(), Error> {
 }
 
 /// Says what a `SIGHUP` did, whatever it was (a reload that applied, or failed, says so itself).
-fn log_hangup(users: &Users, outcome: Result<users::ReloadOutcome, Error>) {
+fn log_hangup(users: &Users, outcome: Result<ReloadOutcome, Error>) {
     match (users.path(), outcome) {
         (None, _) => tracing::info!("SIGHUP: no users file to reload (the default user is served)"),
-        (Some(_), Ok(users::ReloadOutcome::Applied)) => {}
-        (Some(path), Ok(users::ReloadOutcome::Unchanged)) => tracing::info!(
+        (Some(_), Ok(ReloadOutcome::Applied)) => {}
+        (Some(path), Ok(ReloadOutcome::Unchanged)) => tracing::info!(
             file = %path.display(),
             users = users.status().users,
             "SIGHUP: users file unchanged"
         ),
-        (Some(path), Ok(users::ReloadOutcome::StillFailing) | Err(_)) => tracing::warn!(
+        (Some(path), Ok(ReloadOutcome::StillFailing) | Err(_)) => tracing::warn!(
             file = %path.display(),
             error = users.status().last_error.unwrap_or_default(),
             "SIGHUP: users file still invalid; the last good users stay in force"

@@ -12,27 +12,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use crate::users::ReloadStatus;
-
-/// Route classes, as `route` label values.
-pub const ROUTES: [&str; 16] = [
-    "public",
-    "health",
-    "login",
-    "me",
-    "dataset_list",
-    "dataset_create",
-    "dataset_copy",
-    "dataset_delete",
-    "records_delete",
-    "settings_delete",
-    "settings_save",
-    "dataset",
-    "v1",
-    "status",
-    "other",
-    "invalid",
-];
+use crate::{reload::ReloadStatus, route::Class};
 
 /// Status codes counted one by one; anything else is counted as `other`.
 const STATUSES: [u16; 26] = [
@@ -69,7 +49,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            requests: (0..ROUTES.len() * 2 * SLOTS)
+            requests: (0..Class::ALL.len() * 2 * SLOTS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             auth_failures: Mutex::new(Vec::new()),
@@ -93,11 +73,8 @@ fn now_ms() -> u64 {
 
 impl Metrics {
     /// Counts one finished request.
-    pub fn request(&self, route: &str, rejected: bool, status: u16) {
-        let route = ROUTES
-            .iter()
-            .position(|r| *r == route)
-            .unwrap_or(ROUTES.len() - 1);
+    pub fn request(&self, route: Class, rejected: bool, status: u16) {
+        let route = route.index();
         let slot = STATUSES
             .iter()
             .position(|s| *s == status)
@@ -285,7 +262,8 @@ impl Metrics {
             "# HELP argilla_gateway_requests_total Requests served, by route class, decision and status."
         );
         let _ = writeln!(out, "# TYPE argilla_gateway_requests_total counter");
-        for (r, route) in ROUTES.iter().enumerate() {
+        for route in Class::ALL {
+            let (r, route) = (route.index(), route.label());
             for (d, decision) in ["allow", "reject"].iter().enumerate() {
                 for slot in 0..SLOTS {
                     let value = self.requests[(r * 2 + d) * SLOTS + slot].load(Ordering::Relaxed);

@@ -83,6 +83,86 @@ impl Api {
     }
 }
 
+/// A route class: the `route` of the access log and of the request metrics, one value per
+/// class so that a class cannot be counted under another's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A request that was refused before it had a route (bad target, bad `Host`, …).
+    Invalid,
+    /// [`Route::Public`].
+    Public,
+    /// [`Route::Health`] and [`Route::Ready`].
+    Health,
+    /// [`Route::Login`].
+    Login,
+    /// [`Route::Me`].
+    Me,
+    /// [`Route::Api`].
+    Api(Api),
+}
+
+impl Class {
+    /// Every class, in the order of [`Class::index`].
+    pub const ALL: [Self; 16] = [
+        Self::Public,
+        Self::Health,
+        Self::Login,
+        Self::Me,
+        Self::Api(Api::DatasetList),
+        Self::Api(Api::DatasetCreate),
+        Self::Api(Api::DatasetCopy),
+        Self::Api(Api::DatasetDelete),
+        Self::Api(Api::RecordsDelete),
+        Self::Api(Api::SettingsDelete),
+        Self::Api(Api::SettingsSave),
+        Self::Api(Api::Dataset),
+        Self::Api(Api::V1),
+        Self::Api(Api::ServerStatus),
+        Self::Api(Api::Other),
+        Self::Invalid,
+    ];
+
+    /// This class's place in [`Class::ALL`] (a counter's index).
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            Self::Public => 0,
+            Self::Health => 1,
+            Self::Login => 2,
+            Self::Me => 3,
+            Self::Api(api) => 4 + api as usize,
+            Self::Invalid => 15,
+        }
+    }
+
+    /// The `route` label value.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Public => "public",
+            Self::Health => "health",
+            Self::Login => "login",
+            Self::Me => "me",
+            Self::Api(api) => api.label(),
+        }
+    }
+}
+
+impl Route {
+    /// The class this route is logged and counted under.
+    #[must_use]
+    pub fn class(self) -> Class {
+        match self {
+            Self::Public => Class::Public,
+            Self::Health | Self::Ready => Class::Health,
+            Self::Login => Class::Login,
+            Self::Me => Class::Me,
+            Self::Api(api) => Class::Api(api),
+        }
+    }
+}
+
 /// A path segment pattern.
 #[derive(Clone, Copy)]
 enum Seg {
@@ -332,6 +412,35 @@ pub fn classify(method: &Method, raw_path: &str, headers: &HeaderMap) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_class_has_its_own_index_and_label() {
+        let labels: Vec<&str> = Class::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "public",
+                "health",
+                "login",
+                "me",
+                "dataset_list",
+                "dataset_create",
+                "dataset_copy",
+                "dataset_delete",
+                "records_delete",
+                "settings_delete",
+                "settings_save",
+                "dataset",
+                "v1",
+                "status",
+                "other",
+                "invalid",
+            ]
+        );
+        for (i, class) in Class::ALL.iter().enumerate() {
+            assert_eq!(class.index(), i, "{class:?}");
+        }
+    }
 
     fn route(method: &str, path: &str) -> Result<Route, u16> {
         let mut headers = HeaderMap::new();

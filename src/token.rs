@@ -86,12 +86,6 @@ impl Tokens {
         }
     }
 
-    /// How long a token lives.
-    #[must_use]
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
     /// A token for `user`, valid for the configured lifetime.
     ///
     /// # Panics

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use argilla_gateway::users::ReloadStatus;
+use argilla_gateway::reload::ReloadStatus;
 use common::{Gateway, Options, Upstream, basic, get, hash, users_yaml};
 
 /// The base users plus `erin` (key `erin-key`): the change every style below applies.

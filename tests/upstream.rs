@@ -16,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{Gateway, Options, Recorded, Upstream, default_response};
+use common::{Gateway, Options, Recorded, Upstream, default_response, until};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, channel::Channel};
 use hyper::client::conn::{http1, http2};
@@ -68,17 +68,6 @@ async fn body_of(response: Response<hyper::body::Incoming>) -> Bytes {
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
-/// Waits until `check` holds, at most 5 s.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not within 5 s: {what}");
-}
-
 #[tokio::test]
 async fn a_keep_alive_client_uses_one_upstream_connection() {
     let upstream = Upstream::with(Arc::new(respond)).await;
@@ -115,9 +104,11 @@ async fn a_closed_client_connection_hands_its_upstream_connection_to_the_next() 
     let response = first.send_request(get("/api/datasets/a")).await.unwrap();
     assert_eq!(body_of(response).await.as_ref(), br#"{"ok":true}"#);
     drop(first);
-    eventually("the upstream connection is parked", || {
-        gw.state.upstream.idle_count() == 1
-    })
+    until(
+        "the upstream connection is parked",
+        Duration::from_secs(5),
+        || gw.state.upstream.idle_count() == 1,
+    )
     .await;
     let mut second = h1(&gw).await;
     let response = second.send_request(get("/api/datasets/b")).await.unwrap();

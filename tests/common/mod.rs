@@ -15,14 +15,14 @@ use std::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use argilla_gateway::{
     body::{Body, full},
     config::Config,
+    reload::{Reloader, Users},
     server::{self, State},
-    users::{Reloader, Users},
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -47,20 +47,51 @@ pub struct Recorded {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Whether the body ended cleanly (false: the gateway broke it off).
+    pub complete: bool,
+    /// Trailers that arrived after a chunked body.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Every value of `name`, as text.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The query's `workspace` parameters, as raw pairs.
+    pub fn workspace_params(&self) -> Vec<String> {
+        self.query
+            .as_deref()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| {
+                form_urlencoded::parse(p.as_bytes())
+                    .next()
+                    .is_some_and(|(n, _)| n == "workspace")
+            })
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
-type Responder = Arc<dyn Fn(&Recorded) -> Response<Body> + Send + Sync>;
+pub type Responder = Arc<dyn Fn(&Recorded) -> Response<Body> + Send + Sync>;
 
-/// An upstream that records every request and answers with `respond`.
+/// An upstream that records every request and answers with `respond`: the one every test file
+/// uses, the hostile suite included.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
+    /// The path and query of every request whose head arrived, body or not.
+    heads: Arc<Mutex<Vec<String>>>,
     /// TCP connections accepted so far.
     pub connections: Arc<AtomicUsize>,
 }
@@ -76,36 +107,29 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Self::on(listener, respond)
+    }
+
+    /// Serves on an already-bound listener (to come back on a known port).
+    pub fn on(listener: TcpListener, respond: Responder) -> Self {
         let addr = listener.local_addr().expect("upstream address");
         let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
-        let (log, accepted) = (received.clone(), connections.clone());
+        let (log, seen, accepted) = (received.clone(), heads.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let log = log.clone();
-                let respond = respond.clone();
+                let (log, seen, respond) = (log.clone(), seen.clone(), respond.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
-                        let log = log.clone();
-                        let respond = respond.clone();
+                        let (log, seen, respond) = (log.clone(), seen.clone(), respond.clone());
                         async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(http_body_util::Collected::to_bytes)
-                                .unwrap_or_default();
-                            let recorded = Recorded {
-                                method: parts.method,
-                                path: parts.uri.path().to_owned(),
-                                query: parts.uri.query().map(str::to_owned),
-                                headers: parts.headers,
-                                body,
-                            };
+                            seen.lock().unwrap().push(request.uri().to_string());
+                            let recorded = record(request).await;
                             let response = respond(&recorded);
                             log.lock().unwrap().push(recorded);
                             Ok::<_, Infallible>(response)
@@ -120,6 +144,7 @@ impl Upstream {
         Self {
             addr,
             received,
+            heads,
             connections,
         }
     }
@@ -141,30 +166,92 @@ impl Upstream {
     /// The only request received so far.
     pub fn only(&self) -> Recorded {
         let all = self.requests();
-        assert_eq!(all.len(), 1, "expected one upstream request, got {all:?}");
+        assert_eq!(all.len(), 1, "expected one upstream request, got {all:#?}");
         all.into_iter().next().unwrap()
     }
 
     pub fn clear(&self) {
         self.received.lock().unwrap().clear();
+        self.heads.lock().unwrap().clear();
+    }
+
+    /// Whether a request whose path and query contain `needle` has begun to arrive.
+    pub fn head_seen(&self, needle: &str) -> bool {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.contains(needle))
+    }
+    /// Fails the case if any request's body came to an end at the upstream (a head whose body
+    /// is still arriving is allowed: see [`Upstream::assert_nothing`] for none at all).
+    pub fn assert_no_body_ended(&self) {
+        let all = self.requests();
+        assert!(
+            all.is_empty(),
+            "no request body may end at the upstream, got {all:#?}"
+        );
+    }
+
+    /// Fails the case if anything reached the upstream, a request whose body never finished
+    /// (only its head arrived) included.
+    pub fn assert_nothing(&self) {
+        let all = self.requests();
+        let heads = self.heads.lock().unwrap().clone();
+        assert!(
+            all.is_empty() && heads.is_empty(),
+            "the upstream must receive nothing, got {all:#?} (request heads: {heads:#?})"
+        );
+    }
+}
+
+/// Reads a request whole, frame by frame, noting whether its body ended cleanly.
+async fn record(request: Request<Incoming>) -> Recorded {
+    let (parts, mut body) = request.into_parts();
+    let mut data = Vec::new();
+    let mut trailers = None;
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            complete = false;
+            break;
+        };
+        match frame.into_data() {
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    Recorded {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body: data.into(),
+        complete,
+        trailers,
     }
 }
 
 /// The datasets the default upstream lists.
 pub const DATASETS: &str = r#"[{"name":"a1","workspace":"team-a","owner":"team-a"},{"name":"b1","workspace":"team-b","owner":"team-b"},{"name":"s1","workspace":"shared","owner":"shared"},{"name":"al","workspace":"alice","owner":"alice"},{"name":"bo","workspace":"bob","owner":"bob"},{"name":"ro","workspace":"root","owner":"root"}]"#;
 
+/// 200 `{"ok":true}`, and [`DATASETS`] for an unscoped `GET /api/datasets[/]`.
 pub fn default_response(request: &Recorded) -> Response<Body> {
-    let body = if request.method == Method::GET
+    if request.method == Method::GET
         && (request.path == "/api/datasets" || request.path == "/api/datasets/")
         && request.query.is_none()
     {
-        DATASETS.to_owned()
+        ok_json(DATASETS)
     } else {
-        r#"{"ok":true}"#.to_owned()
-    };
+        ok_json(r#"{"ok":true}"#)
+    }
+}
+
+/// A 200 JSON answer.
+pub fn ok_json(body: &str) -> Response<Body> {
     Response::builder()
         .header("content-type", "application/json")
-        .body(full(body))
+        .body(full(body.to_owned()))
         .unwrap()
 }
 
@@ -435,4 +522,13 @@ pub fn binary(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> std
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null());
     command
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` after `limit`.
+pub async fn until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

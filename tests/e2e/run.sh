@@ -11,6 +11,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../../deploy/processes.sh
+source "$ROOT/deploy/processes.sh"
 HERE=$ROOT/tests/e2e
 WORK=$ROOT/.e2e
 RUN=$WORK/run
@@ -28,25 +30,7 @@ die() {
 PIDS=()
 NAMES=()
 stop_all() {
-  local i pid
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-    fi
-  done
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    for _ in $(seq 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "${NAMES[i]} (pid $pid) did not stop on TERM; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids 5 PIDS NAMES
   PIDS=()
   NAMES=()
 }

@@ -1,27 +1,13 @@
-//! The hostile suite's own rig: a recording upstream that also tells whether each request body
-//! arrived whole and which trailers came with it, a raw-socket HTTP/1 client that sends exactly
-//! the bytes a case gives it, and the assertions every case shares.
+//! The hostile suite's own rig: the shared recording upstream (`tests/common`), which also tells
+//! whether each request body arrived whole and which trailers came with it, a raw-socket HTTP/1
+//! client that sends exactly the bytes a case gives it, and the assertions every case shares.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
-use argilla_gateway::body::{Body, full};
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
-use http_body_util::BodyExt;
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
 use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 
 use crate::common::{Gateway, Options, SERVICE_KEY, users_yaml};
@@ -29,181 +15,11 @@ use crate::common::{Gateway, Options, SERVICE_KEY, users_yaml};
 /// How long any single wait in this suite may take before the case fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// One request as the recording upstream saw it.
-#[derive(Debug, Clone)]
-pub struct Rec {
-    pub method: Method,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// Whether the body ended cleanly (false: the gateway broke it off).
-    pub complete: bool,
-    /// Trailers that arrived after a chunked body.
-    pub trailers: Option<HeaderMap>,
-}
-
-impl Rec {
-    /// Every value of `name`, as text.
-    pub fn all(&self, name: &str) -> Vec<String> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect()
-    }
-
-    /// The query's `workspace` parameters, as raw pairs.
-    pub fn workspace_params(&self) -> Vec<String> {
-        self.query
-            .as_deref()
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| {
-                form_urlencoded::parse(p.as_bytes())
-                    .next()
-                    .is_some_and(|(n, _)| n == "workspace")
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-pub type Responder = Arc<dyn Fn(&Rec) -> Response<Body> + Send + Sync>;
-
-/// The upstream the hostile cases talk to.
-pub struct Recorder {
-    pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<Rec>>>,
-    /// The path and query of every request whose head arrived, body or not.
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-pub fn ok_json(body: &str) -> Response<Body> {
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(full(body.to_owned()))
-        .unwrap()
-}
-
-/// 200 `{"ok":true}`, and the shared dataset list for an unscoped `GET /api/datasets[/]`.
-pub fn default_answer(rec: &Rec) -> Response<Body> {
-    if rec.method == Method::GET
-        && (rec.path == "/api/datasets" || rec.path == "/api/datasets/")
-        && rec.query.is_none()
-    {
-        ok_json(crate::common::DATASETS)
-    } else {
-        ok_json(r#"{"ok":true}"#)
-    }
-}
-
-impl Recorder {
-    pub async fn start() -> Self {
-        Self::with(Arc::new(default_answer)).await
-    }
-
-    pub async fn with(respond: Responder) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::on(listener, respond)
-    }
-
-    /// Serves on an already-bound listener (to come back on a known port).
-    pub fn on(listener: TcpListener, respond: Responder) -> Self {
-        let addr = listener.local_addr().unwrap();
-        let log: Arc<Mutex<Vec<Rec>>> = Arc::default();
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (shared, shared_heads) = (log.clone(), heads.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = shared.clone();
-                let heads = shared_heads.clone();
-                let respond = respond.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let log = log.clone();
-                        let heads = heads.clone();
-                        let respond = respond.clone();
-                        async move {
-                            heads.lock().unwrap().push(request.uri().to_string());
-                            let (parts, mut body) = request.into_parts();
-                            let mut data = Vec::new();
-                            let mut trailers = None;
-                            let mut complete = true;
-                            while let Some(frame) = body.frame().await {
-                                let Ok(frame) = frame else {
-                                    complete = false;
-                                    break;
-                                };
-                                match frame.into_data() {
-                                    Ok(chunk) => data.extend_from_slice(&chunk),
-                                    Err(frame) => trailers = frame.into_trailers().ok(),
-                                }
-                            }
-                            let rec = Rec {
-                                method: parts.method,
-                                path: parts.uri.path().to_owned(),
-                                query: parts.uri.query().map(str::to_owned),
-                                headers: parts.headers,
-                                body: data.into(),
-                                complete,
-                                trailers,
-                            };
-                            let response = respond(&rec);
-                            log.lock().unwrap().push(rec);
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, log, heads }
-    }
-
-    /// Whether a request whose path and query contain `needle` has begun to arrive.
-    pub fn head_seen(&self, needle: &str) -> bool {
-        self.heads
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|h| h.contains(needle))
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn requests(&self) -> Vec<Rec> {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn clear(&self) {
-        self.log.lock().unwrap().clear();
-    }
-
-    /// The only request received; fails the case otherwise.
-    pub fn only(&self) -> Rec {
-        let all = self.requests();
-        assert_eq!(
-            all.len(),
-            1,
-            "expected exactly one upstream request, got {all:#?}"
-        );
-        all.into_iter().next().unwrap()
-    }
-
-    /// Fails the case if anything reached the upstream.
-    pub fn assert_nothing(&self) {
-        let all = self.requests();
-        assert!(
-            all.is_empty(),
-            "the upstream must receive nothing, got {all:#?}"
-        );
-    }
-}
+/// The suite's upstream is the shared recording one: it also tells whether each request body
+/// arrived whole, which trailers came with it and which request heads arrived.
+pub use crate::common::{
+    Recorded as Rec, Responder, Upstream as Recorder, default_response as default_answer,
+};
 
 /// Gateway options pointing at `url`, with the suite's users.
 pub fn options(url: &str) -> Options {

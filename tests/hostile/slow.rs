@@ -107,7 +107,7 @@ async fn stalled_upload_is_answered_408_and_never_completes_upstream() {
     assert_timed_out(stream).await;
     // The upstream saw the head, and never a whole body.
     assert!(rig.up.head_seen("/api/datasets/ds/TextClassification:bulk"));
-    rig.up.assert_nothing();
+    rig.up.assert_no_body_ended();
 }
 
 /// An upstream whose answer to `/api/datasets/endless` never ends, and to
