@@ -26,3 +26,5 @@ pub mod tls;
 pub mod token;
 pub mod upstream;
 pub mod users;
+pub mod users_cmd;
+pub mod users_edit;
