@@ -832,6 +832,54 @@ mod tests {
     }
 
     #[test]
+    fn crlf_no_final_newline_and_compact_lists() {
+        let crlf = "- username: ann\r\n  api_key: k1\r\n  workspaces:\r\n  - a\r\n  - b";
+        let change = Change::Update {
+            username: "ann".into(),
+            ops: vec![
+                Op::Set("workspaces", Value::Sequence(vec![s("c"), s("d")])),
+                Op::Set("disabled", Value::Bool(true)),
+            ],
+        };
+        assert_eq!(
+            apply(crlf, &change).unwrap(),
+            "- username: ann\r\n  api_key: k1\r\n  workspaces:\r\n  - c\r\n  - d\r\n  disabled: true\r\n"
+        );
+        let dash_alone = "-\n  username: ann\n  api_key: k1\n";
+        let change = Change::Update {
+            username: "ann".into(),
+            ops: vec![Op::Set("api_key", s("k2"))],
+        };
+        assert_eq!(
+            apply(dash_alone, &change).unwrap(),
+            "-\n  username: ann\n  api_key: k2\n"
+        );
+    }
+
+    #[test]
+    fn removing_the_last_user_leaves_an_empty_list() {
+        let out = apply(
+            "# c\n- username: ann\n  api_key: k\n",
+            &Change::Remove("ann".into()),
+        );
+        assert_eq!(out.unwrap(), "# c\n[]\n");
+    }
+
+    #[test]
+    fn unset_on_the_dash_line_uses_the_fallback() {
+        let text = "- disabled: true\n  username: ann\n";
+        let op = |fallback| Change::Update {
+            username: "ann".into(),
+            ops: vec![Op::Unset("disabled", fallback)],
+        };
+        assert_eq!(
+            apply(text, &op(Some(Value::Bool(false)))).unwrap(),
+            "- disabled: false\n  username: ann\n"
+        );
+        assert!(matches!(apply(text, &op(None)), Err(EditError::Layout(_))));
+    }
+
+    #[test]
     fn refusals() {
         let change = Change::Remove("zed".into());
         assert!(matches!(
