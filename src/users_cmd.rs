@@ -300,14 +300,18 @@ fn change(path: &Path, command: UsersCommand) -> Result<(), String> {
     let snapshot = Snapshot::read(path).map_err(fail)?;
     let text = snapshot.text().map_err(fail)?;
     let entry = |username: &str| -> Result<Value, String> {
-        serde_yaml::from_str::<Vec<Value>>(text)
-            .ok()
-            .and_then(|list| {
-                list.into_iter()
-                    .find(|v| v.get("username").and_then(Value::as_str) == Some(username))
-            })
+        let list = serde_yaml::from_str::<Vec<Value>>(text).map_err(|e| {
+            format!(
+                "{}: not a YAML list of users now ({e}); fix it first (`argilla-gateway check` \
+                 says where)",
+                path.display()
+            )
+        })?;
+        list.into_iter()
+            .find(|v| v.get("username").and_then(Value::as_str) == Some(username))
             .ok_or_else(|| fail(EditError::UnknownUser(username.to_owned())))
     };
+    let disabled = |entry: &Value| entry.get("disabled").and_then(Value::as_bool) == Some(true);
     if snapshot.bytes.is_none() && !matches!(command, UsersCommand::Add { .. }) {
         return Err(format!(
             "{}: file not found (`users add` creates it)",
@@ -377,7 +381,10 @@ fn change(path: &Path, command: UsersCommand) -> Result<(), String> {
             )
         }
         UsersCommand::Disable { username } => {
-            entry(&username)?;
+            if disabled(&entry(&username)?) {
+                eprintln!("users: {username} is disabled already; the file was not written");
+                return Ok(());
+            }
             let change = Change::Update {
                 username: username.clone(),
                 ops: vec![Op::Set("disabled", Value::Bool(true))],
@@ -390,7 +397,10 @@ fn change(path: &Path, command: UsersCommand) -> Result<(), String> {
             )
         }
         UsersCommand::Enable { username } => {
-            entry(&username)?;
+            if !disabled(&entry(&username)?) {
+                eprintln!("users: {username} is not disabled; the file was not written");
+                return Ok(());
+            }
             let change = Change::Update {
                 username: username.clone(),
                 ops: vec![Op::Unset("disabled", Some(Value::Bool(false)))],

@@ -439,6 +439,21 @@ fn refusals_write_nothing_and_print_no_secret() {
 }
 
 #[test]
+fn changes_that_change_nothing_write_nothing() {
+    let (_dir, file) = setup(&odd_file());
+    let inode = std::fs::metadata(&file).unwrap().ino();
+    for (args, said) in [
+        (["disable", "bob"], "disabled already"),
+        (["enable", "alice"], "not disabled"),
+    ] {
+        let run = users(&file, &args, "");
+        assert!(run.ok, "{}", run.stderr);
+        assert!(run.stderr.contains(said), "{}", run.stderr);
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode, "rewritten");
+    }
+}
+
+#[test]
 fn invalid_file_layouts_are_refused_not_guessed() {
     let hash = common::hash("old-password");
     let cases = [
@@ -447,6 +462,10 @@ fn invalid_file_layouts_are_refused_not_guessed() {
             format!(
                 "- {{username: ann, hashed_password: '{hash}', api_key: ann-key-0123456789}}\n"
             ),
+        ),
+        (
+            "broken YAML",
+            format!("- username: ann\n  hashed_password: '{hash}'\n  api_key: [\n"),
         ),
         (
             "flow list",
@@ -460,7 +479,7 @@ fn invalid_file_layouts_are_refused_not_guessed() {
         let run = users(&file, &["disable", "ann"], "");
         assert!(!run.ok, "{case}");
         assert!(
-            run.stderr.contains("edit the file by hand"),
+            run.stderr.contains("edit the file by hand") || run.stderr.contains("fix it first"),
             "{case}: {}",
             run.stderr
         );
