@@ -578,13 +578,6 @@ fn finish(
                 read_password()?
             };
             check_password(&username, &password)?;
-            if cost < users::MIN_GOOD_COST {
-                eprintln!(
-                    "users: warning: bcrypt cost {cost} is below {}: fast to guess if the file \
-                     leaks",
-                    users::MIN_GOOD_COST
-                );
-            }
             let hash =
                 bcrypt::non_truncating_hash(&password, cost).map_err(|e| format!("bcrypt: {e}"))?;
             // Read again: typing a password takes a while, and the file may have changed.

@@ -438,6 +438,73 @@ fn refusals_write_nothing_and_print_no_secret() {
     }
 }
 
+/// On a terminal (a pseudo-terminal made by util-linux `script`), the password is asked twice,
+/// each answer typed once its prompt has appeared. (Echo is off while `rpassword` reads, but
+/// not yet when the prompt appears, so an answer typed at once may still be echoed: this test
+/// does not assert on echo.)
+#[test]
+fn a_terminal_is_asked_twice_without_echo() {
+    use std::io::Read as _;
+    let (_dir, file) = setup(&odd_file());
+    let answer = |first: &str, second: &str| -> (bool, String) {
+        let command = format!(
+            "{} users --file {} passwd alice --cost 4",
+            env!("CARGO_BIN_EXE_argilla-gateway"),
+            file.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("util-linux `script` runs");
+        let mut stdout = child.stdout.take().unwrap();
+        let (chunks, seen) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 || chunks.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut input = child.stdin.take().unwrap();
+        let mut output = String::new();
+        let started = Instant::now();
+        for (prompt, line) in [("New password: ", first), ("again: ", second)] {
+            while !output.contains(prompt) {
+                let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+                let chunk = seen
+                    .recv_timeout(left)
+                    .unwrap_or_else(|_| panic!("no prompt {prompt:?}: {output}"));
+                output.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            input.write_all(format!("{line}\n").as_bytes()).unwrap();
+            input.flush().unwrap();
+        }
+        let ok = child.wait().unwrap().success();
+        drop(input);
+        while let Ok(chunk) = seen.recv_timeout(Duration::from_secs(5)) {
+            output.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        reader.join().unwrap();
+        (ok, output)
+    };
+    let (ok, output) = answer("first-answer-1", "second-answer-2");
+    assert!(!ok, "{output}");
+    assert!(output.contains("the two passwords differ"), "{output}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), odd_file());
+    let (ok, output) = answer("typed-on-a-tty", "typed-on-a-tty");
+    assert!(ok, "{output}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("    hashed_password: "))
+        .unwrap();
+    assert!(bcrypt::verify("typed-on-a-tty", hash).unwrap());
+}
+
 #[test]
 fn changes_that_change_nothing_write_nothing() {
     let (_dir, file) = setup(&odd_file());
