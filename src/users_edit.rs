@@ -629,7 +629,8 @@ fn render(value: &Value) -> String {
 pub fn quote(s: &str) -> String {
     let plain_chars = s
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._@/$+-".contains(c));
+        .all(|c| c.is_ascii_alphanumeric() || "._@/$+- ".contains(c))
+        && s.trim() == s;
     let first_ok = s
         .chars()
         .next()
@@ -893,6 +894,78 @@ mod tests {
         ));
     }
 
+    /// Mangled files (lines dropped, duplicated, re-indented, cut) never make the editor panic,
+    /// and whatever it returns is exactly the intended change (`apply` checks it; this checks
+    /// that the check holds by re-checking one case).
+    #[test]
+    fn mangled_files_never_panic() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+        let base: Vec<&str> = FILE.split_inclusive('\n').collect();
+        let changes = [
+            Change::Remove("ann".into()),
+            Change::Remove("bob".into()),
+            Change::Update {
+                username: "bob".into(),
+                ops: vec![
+                    Op::Set("workspaces", Value::Sequence(vec![s("x")])),
+                    Op::Unset("disabled", Some(Value::Bool(false))),
+                ],
+            },
+            Change::Update {
+                username: "ann".into(),
+                ops: vec![Op::Set("workspaces", Value::Sequence(vec![]))],
+            },
+            Change::Add(vec![("username", s("cy")), ("api_key", s("k3"))]),
+        ];
+        let mut accepted = 0;
+        for _ in 0..3000 {
+            let mut lines: Vec<String> = base.iter().map(|l| (*l).to_owned()).collect();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..lines.len());
+                match rng.random_range(0..5) {
+                    0 => {
+                        lines.remove(i);
+                    }
+                    1 => lines.insert(i, lines[i].clone()),
+                    2 => lines[i].insert(0, ' '),
+                    3 => lines[i] = lines[i].trim_start_matches(' ').to_owned(),
+                    _ => {
+                        let cut = rng.random_range(0..=lines[i].len());
+                        if lines[i].is_char_boundary(cut) {
+                            lines[i].truncate(cut);
+                        }
+                    }
+                }
+                if lines.is_empty() {
+                    break;
+                }
+            }
+            let text = lines.concat();
+            let change = &changes[rng.random_range(0..changes.len())];
+            if let Ok(out) = apply(&text, change) {
+                accepted += 1;
+                let before = parse_list(&text).unwrap();
+                let after = parse_list(&out).unwrap();
+                let kept = |list: &[Value]| {
+                    list.iter()
+                        .filter(|v| {
+                            let name = v.get("username").and_then(Value::as_str);
+                            !matches!(change, Change::Update { username, .. } | Change::Remove(username) if name == Some(username.as_str()))
+                                && !matches!(change, Change::Add(_) if name == Some("cy"))
+                        })
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(kept(&before), kept(&after), "{text:?} -> {out:?}");
+            }
+        }
+        assert!(
+            accepted > 300,
+            "only {accepted} mangled files were editable"
+        );
+    }
+
     #[test]
     fn quoting() {
         for (raw, written) in [
@@ -902,7 +975,9 @@ mod tests {
             (".inf", "'.inf'"),
             ("it's", "'it''s'"),
             ("a #b", "'a #b'"),
-            ("Alice A", "'Alice A'"),
+            ("Alice A", "Alice A"),
+            ("team_a", "team_a"),
+            (" padded", "' padded'"),
             ("$2b$12$abc./", "$2b$12$abc./"),
         ] {
             assert_eq!(quote(raw), written, "{raw}");

@@ -149,7 +149,7 @@ fn add_appends_in_the_files_style_and_keeps_every_byte() {
     assert_eq!(
         added,
         format!(
-            "\n- username: carol\n  hashed_password: {hash}\n  api_key: {}\n  email: carol@example.com\n  full_name: 'Carol C'\n  workspaces: [team-c, shared]\n",
+            "\n- username: carol\n  hashed_password: {hash}\n  api_key: {}\n  email: carol@example.com\n  full_name: Carol C\n  workspaces: [team-c, shared]\n",
             quote(&key)
         ),
         "a blank line between entries and two-space keys, as in the file"
