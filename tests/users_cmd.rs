@@ -246,6 +246,14 @@ fn each_change_edits_only_its_entry() {
             ),
         ),
         (
+            "set-workspaces --no-superuser makes an implicit superuser an ordinary user",
+            vec!["set-workspaces", "root", "ops", "--no-superuser"],
+            odd.replace(
+                "  api_key: \"root-key-0123456789\"\n",
+                "  api_key: \"root-key-0123456789\"\n  workspaces: [ops]\n",
+            ),
+        ),
+        (
             "remove takes the entry's lines only",
             vec!["remove", "alice"],
             odd.replace(&alice, ""),
