@@ -451,7 +451,7 @@ fn refusals_write_nothing_and_print_no_secret() {
 /// not yet when the prompt appears, so an answer typed at once may still be echoed: this test
 /// does not assert on echo.)
 #[test]
-fn a_terminal_is_asked_twice_without_echo() {
+fn a_terminal_is_asked_twice() {
     use std::io::Read as _;
     let (_dir, file) = setup(&odd_file());
     let answer = |first: &str, second: &str| -> (bool, String) {
