@@ -33,3 +33,5 @@ pub mod tls;
 pub(crate) mod token;
 pub mod upstream;
 pub mod users;
+pub mod users_cmd;
+pub mod users_edit;

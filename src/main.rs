@@ -1,4 +1,5 @@
-//! The `argilla-gateway` command: `serve` (the default), `check` and `hash-password`.
+//! The `argilla-gateway` command: `serve` (the default), `check`, `hash-password`, `healthcheck`
+//! and `users`.
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -51,6 +52,8 @@ enum Command {
         #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
         cost: u32,
     },
+    /// Add, change, disable, remove and list the users of the users file, in place.
+    Users(argilla_gateway::users_cmd::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         } => check(cli.config.as_deref(), users_file, allow_default_user),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Healthcheck => healthcheck(cli.config.as_deref()),
+        Command::Users(args) => argilla_gateway::users_cmd::run(cli.config.as_deref(), args),
     }
 }
 
