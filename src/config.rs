@@ -181,6 +181,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Threads serving requests: 1 runs a single-threaded runtime (cheapest on one CPU).
     pub worker_threads: usize,
+    /// Single sign-on (`[oidc]`), when `issuer_url` is set.
+    pub oidc: Option<crate::oidc::config::Oidc>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +204,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     tls: RawTls,
+    #[serde(default)]
+    oidc: crate::oidc::config::RawOidc,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -758,6 +762,8 @@ impl Config {
             }
         };
 
+        let oidc = crate::oidc::config::from_raw(raw.oidc, env, secret_key.is_some())?;
+
         Ok(Self {
             listen,
             upstream: Upstream {
@@ -808,6 +814,7 @@ impl Config {
             tls,
             worker_threads,
             file: None,
+            oidc,
         })
     }
 

@@ -7,6 +7,8 @@
 //! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed over the
 //!    client connection's own upstream connection ([`upstream`]).
 //!
+//! [`oidc`] answers `/oauth2/*` when single sign-on is configured.
+//!
 //! [`users::Users`] holds the users file as one snapshot and swaps it whole on every reload.
 #![warn(missing_docs)]
 
@@ -18,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod limit;
 pub mod metrics;
+pub mod oidc;
 pub mod policy;
 pub mod proxy;
 pub mod route;

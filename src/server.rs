@@ -20,6 +20,7 @@ use crate::{
     error::Reject,
     limit::Limiter,
     metrics::{Extra, Metrics},
+    oidc::Sso,
     policy,
     proxy::{self, Added, Base},
     route::{self, Api, Route},
@@ -50,6 +51,8 @@ pub struct State {
     pub upstream: Arc<Upstream>,
     /// Client connections that have not authenticated yet.
     pub admission: Arc<Admission>,
+    /// Single sign-on, when configured.
+    pub sso: Option<Arc<Sso>>,
     base: Base,
 }
 
@@ -62,13 +65,21 @@ impl State {
     #[must_use]
     pub fn new(config: Config, users: Arc<Users>) -> Self {
         let auth = &config.auth;
+        let sso = config
+            .oidc
+            .clone()
+            .map(|oidc| Arc::new(Sso::new(oidc, auth.secret_key.as_deref())));
+        if let Some(sso) = &sso {
+            sso.spawn_discovery();
+        }
         Self {
             verifier: Verifier::new(
                 auth.bcrypt_concurrency,
                 auth.credential_cache_ttl,
                 auth.credential_cache_capacity,
             ),
-            tokens: Tokens::new(auth.secret_key.as_deref(), auth.token_expiration),
+            tokens: Tokens::new(auth.secret_key.as_deref(), auth.token_expiration)
+                .with_revocations(sso.as_ref().map(|sso| sso.revocations())),
             limiter: Limiter::new(&config.rate_limit),
             metrics: Metrics::default(),
             tls: None,
@@ -86,6 +97,7 @@ impl State {
             )),
             admission: Admission::new(config.limits.max_unauthenticated_connections),
             base: Base::new(&config.upstream.url),
+            sso,
             users,
             config,
         }
@@ -322,6 +334,17 @@ async fn serve(
         return Err(Reject::BadRequest(
             "The request target must be ASCII: percent-encode other characters".into(),
         ));
+    }
+    if let Some(sso) = state
+        .sso
+        .as_ref()
+        .filter(|sso| sso.handles(request.method(), request.uri().path()))
+    {
+        trace.route = "sso";
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        return Ok(sso
+            .answer(method, uri, headers, &state.users, &state.tokens)
+            .await);
     }
     let route = route::classify(request.method(), request.uri().path(), request.headers())?;
     // Upgrades (WebSocket only) are passed through on authenticated routes only.
