@@ -24,6 +24,7 @@ pub struct RawOidc {
     state_dir: Option<String>,
     post_logout_redirect_url: Option<String>,
     ca_file: Option<String>,
+    allow_missing_email_verified: Option<bool>,
 }
 
 /// Which claim names the person, and which users.yml field it is matched against.
@@ -62,6 +63,9 @@ pub struct Oidc {
     pub post_logout_redirect_url: Option<String>,
     /// Extra trusted CA certificates (PEM) for an `https` provider.
     pub ca_file: Option<PathBuf>,
+    /// Accept an e-mail with no `email_verified` claim at all (Azure AD sends none), within the
+    /// allowed domains only. An `email_verified` that is not `true` is refused still.
+    pub allow_missing_email_verified: bool,
 }
 
 impl Oidc {
@@ -183,22 +187,15 @@ pub fn from_raw(
             "domains only, like example.com",
         ));
     }
-    let password_login = match pick(
-        "ARGILLA_GATEWAY_OIDC_PASSWORD_LOGIN",
-        raw.password_login.map(|b| b.to_string()),
-    )
-    .as_deref()
-    .map(str::trim)
-    {
-        None | Some("true" | "1" | "yes") => true,
-        Some("false" | "0" | "no") => false,
-        Some(other) => {
-            return Err(bad(
-                "password_login (ARGILLA_GATEWAY_OIDC_PASSWORD_LOGIN)",
-                &format!("must be true or false, got {other:?}"),
-            ));
-        }
-    };
+    let password_login = parse_bool(
+        "password_login (ARGILLA_GATEWAY_OIDC_PASSWORD_LOGIN)",
+        pick(
+            "ARGILLA_GATEWAY_OIDC_PASSWORD_LOGIN",
+            raw.password_login.map(|b| b.to_string()),
+        )
+        .as_deref(),
+        true,
+    )?;
     let minutes = match pick(
         "ARGILLA_GATEWAY_OIDC_SESSION_LIFETIME_MINUTES",
         raw.session_lifetime_minutes.map(|m| m.to_string()),
@@ -230,6 +227,22 @@ pub fn from_raw(
         raw.post_logout_redirect_url,
     );
     let ca_file = pick("ARGILLA_GATEWAY_OIDC_CA_FILE", raw.ca_file).map(PathBuf::from);
+    let allow_missing_email_verified = parse_bool(
+        "allow_missing_email_verified (ARGILLA_GATEWAY_OIDC_ALLOW_MISSING_EMAIL_VERIFIED)",
+        pick(
+            "ARGILLA_GATEWAY_OIDC_ALLOW_MISSING_EMAIL_VERIFIED",
+            raw.allow_missing_email_verified.map(|b| b.to_string()),
+        )
+        .as_deref(),
+        false,
+    )?;
+    if allow_missing_email_verified && allowed_email_domains.is_empty() {
+        return Err(bad(
+            "allow_missing_email_verified (ARGILLA_GATEWAY_OIDC_ALLOW_MISSING_EMAIL_VERIFIED)",
+            "needs allowed_email_domains: only addresses in domains the provider owns may go \
+             without email_verified",
+        ));
+    }
     Ok(Some(Oidc {
         issuer,
         client_id,
@@ -243,7 +256,19 @@ pub fn from_raw(
         state_dir,
         post_logout_redirect_url,
         ca_file,
+        allow_missing_email_verified,
     }))
+}
+
+fn parse_bool(what: &str, value: Option<&str>, default: bool) -> Result<bool, Error> {
+    match value.map(str::trim) {
+        None => Ok(default),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(Error::Config(format!(
+            "oidc.{what}: must be true or false, got {other:?}"
+        ))),
+    }
 }
 
 /// `https`, or `http` on the loopback only (a provider's keys fetched over plain http from

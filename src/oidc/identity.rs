@@ -16,8 +16,9 @@ pub struct Person {
     pub sub: String,
     /// The e-mail address.
     pub email: Option<String>,
-    /// Exactly `true` when the provider verified it.
-    pub email_verified: bool,
+    /// `Some(true)` only for a JSON `true`; `Some(false)` for any other value; `None` when
+    /// the provider sent no `email_verified` at all (Azure AD).
+    pub email_verified: Option<bool>,
     /// The username at the provider.
     pub preferred_username: Option<String>,
 }
@@ -72,7 +73,7 @@ pub fn map(config: &Oidc, store: &UserStore, person: &Person) -> Result<Arc<User
                 .as_deref()
                 .filter(|e| !e.is_empty())
                 .ok_or(Refusal::NoClaim("e-mail address"))?;
-            if !person.email_verified {
+            if !verified(config, person) {
                 return Err(Refusal::Unverified(email.to_owned()));
             }
             let domain = email_domain(email).ok_or_else(|| Refusal::BadEmail(email.to_owned()))?;
@@ -106,7 +107,7 @@ pub fn map(config: &Oidc, store: &UserStore, person: &Person) -> Result<Arc<User
                     .email
                     .as_deref()
                     .ok_or(Refusal::NoClaim("e-mail address"))?;
-                if !person.email_verified {
+                if !verified(config, person) {
                     return Err(Refusal::Unverified(email.to_owned()));
                 }
                 let domain =
@@ -125,6 +126,16 @@ pub fn map(config: &Oidc, store: &UserStore, person: &Person) -> Result<Arc<User
         return Err(Refusal::Disabled(user.username.clone()));
     }
     Ok(user)
+}
+
+/// Whether the person's e-mail counts as verified: `email_verified: true`, or no
+/// `email_verified` at all where `oidc.allow_missing_email_verified` says the provider's
+/// addresses are its own (the allowed domains are then required, and checked by the caller).
+fn verified(config: &Oidc, person: &Person) -> bool {
+    match person.email_verified {
+        Some(verified) => verified,
+        None => config.allow_missing_email_verified && !config.allowed_email_domains.is_empty(),
+    }
 }
 
 /// The lower-case domain of a plain address: exactly one `@`, something on both sides, no
@@ -271,6 +282,7 @@ mod tests {
             state_dir: None,
             post_logout_redirect_url: None,
             ca_file: None,
+            allow_missing_email_verified: false,
         }
     }
 
@@ -285,7 +297,7 @@ mod tests {
         let person = |email: &str, verified: bool, name: &str| Person {
             sub: "s".into(),
             email: (!email.is_empty()).then(|| email.to_owned()),
-            email_verified: verified,
+            email_verified: Some(verified),
             preferred_username: (!name.is_empty()).then(|| name.to_owned()),
         };
         let email = oidc(IdentityClaim::Email, &["example.com"]);
@@ -350,6 +362,21 @@ mod tests {
             let got = map(config, &store, person).map(|u| u.username.clone());
             assert_eq!(got, expected.clone().map(str::to_owned), "{case}");
         }
+        // Azure AD: no `email_verified` at all, accepted only where the operator says so.
+        let mut missing = person("alice@example.com", true, "");
+        missing.email_verified = None;
+        assert_eq!(
+            map(&email, &store, &missing).map(|u| u.username.clone()),
+            Err(Refusal::Unverified("alice@example.com".into()))
+        );
+        let mut azure = oidc(IdentityClaim::Email, &["example.com"]);
+        azure.allow_missing_email_verified = true;
+        assert_eq!(map(&azure, &store, &missing).unwrap().username, "alice");
+        let unverified = person("alice@example.com", false, "");
+        assert!(
+            map(&azure, &store, &unverified).is_err(),
+            "false is still false"
+        );
     }
 
     #[test]

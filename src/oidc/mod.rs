@@ -687,8 +687,7 @@ impl Sso {
         claims: &provider::IdClaims,
         access_token: Option<&str>,
     ) -> Result<Person, String> {
-        let verified =
-            |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_bool) == Some(true);
+        let verified = |v: Option<&serde_json::Value>| v.map(|v| v.as_bool() == Some(true));
         let mut person = Person {
             sub: claims.sub.clone(),
             email: claims.email.clone(),
