@@ -338,7 +338,7 @@ async fn serve(
     if let Some(sso) = state
         .sso
         .as_ref()
-        .filter(|sso| sso.handles(request.method(), request.uri().path()))
+        .filter(|sso| sso.handles(request.method(), request.uri().path(), request.headers()))
     {
         trace.route = "sso";
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());

@@ -973,6 +973,39 @@ async fn sign_out_ends_the_session_for_good_even_across_a_restart() {
     assert_eq!(me(&gateway, &other_token).await.0, 200);
 }
 
+#[tokio::test]
+async fn the_web_apps_own_logout_ends_the_session_on_its_next_request() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new().await;
+    let idp = Idp::start(0, &setup.redirect(), false);
+    let (gateway, _rest) = setup.start(&upstream, &idp.issuer(), &[]).await;
+    gateway.discovered().await;
+    let browser = Browser::default();
+    signed_in(&browser.sign_in(&gateway, "alice", "/").await, "/");
+    let token = browser.app_token().unwrap();
+    let session = browser.cookie("argilla_gateway_sso").unwrap();
+    assert!(session.http_only);
+    // Requests while logged in are served as usual.
+    upstream.clear();
+    let page = browser.get(&gateway.url("/deployment.json")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(upstream.requests().len(), 1);
+
+    // The app's logout: `false` in its token cookie, no request. Its login page then fetches
+    // deployment.json with the cookies.
+    browser.store(&gateway.url("/"), "auth._token.authProvider=false; Path=/");
+    upstream.clear();
+    let page = browser.get(&gateway.url("/deployment.json?x=1")).await;
+    assert_eq!(page.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(page.location(), Some("/deployment.json?x=1"));
+    assert!(browser.cookie("argilla_gateway_sso").is_none());
+    assert!(upstream.requests().is_empty());
+    assert_eq!(me(&gateway, &token).await.0, 401, "the session is over");
+    let page = browser.get(&gateway.url("/deployment.json?x=1")).await;
+    assert_eq!(page.status, StatusCode::OK, "then served as usual");
+    assert_eq!(upstream.only().path, "/deployment.json");
+}
+
 // ---------------------------------------------------------------------------------------------
 // A fake provider for the signing-side attacks: ES256 keys made here, ID tokens made per case
 

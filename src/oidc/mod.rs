@@ -47,6 +47,10 @@ use crate::{
 
 /// The cookie holding a sign-in in progress.
 pub const STATE_COOKIE: &str = "argilla_gateway_oidc";
+/// The cookie naming the SSO session of the browser (`HttpOnly`, not a credential): when the
+/// web app's own logout has written `false` into its token cookie, the next request that
+/// carries both ends that session.
+pub const SESSION_COOKIE: &str = "argilla_gateway_sso";
 /// How long a sign-in may take at the provider.
 pub const STATE_LIFETIME_SECS: u64 = 600;
 /// Sign-ins in progress whose `state` was used, remembered until they expire; past the bound,
@@ -173,11 +177,12 @@ impl Sso {
 
     /// Whether this request is single sign-on's to answer.
     #[must_use]
-    pub fn handles(&self, method: &Method, path: &str) -> bool {
+    pub fn handles(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
         path.starts_with("/oauth2/")
             || (!self.config.password_login
                 && ((path == "/login" && (method == Method::GET || method == Method::HEAD))
                     || (path == "/api/security/token" && method == Method::POST)))
+            || logged_out_by_app(method, headers).is_some()
     }
 
     /// Answers a request for which [`Sso::handles`] is true.
@@ -189,6 +194,9 @@ impl Sso {
         users: &Users,
         tokens: &Tokens,
     ) -> Response<Body> {
+        if let Some(sid) = logged_out_by_app(method, headers) {
+            return self.end_after_app_logout(sid, uri);
+        }
         let query = uri.query().unwrap_or("");
         match (method, uri.path()) {
             (&Method::GET | &Method::HEAD, "/oauth2/start") => self.start(query),
@@ -221,6 +229,40 @@ impl Sso {
                 ],
             ),
         }
+    }
+
+    /// The web app logged itself out (its token cookie reads `false`) in a browser that holds
+    /// an SSO session: ends the session, forgets the session cookie, and sends the browser to
+    /// the same address again (`307`: `fetch` follows it with the same method), which is then
+    /// served as usual.
+    fn end_after_app_logout(&self, sid: &str, uri: &Uri) -> Response<Body> {
+        // The token's own expiry is not known here; no SSO token outlives this.
+        let exp = now_secs().saturating_add(self.config.session_lifetime.as_secs());
+        match self.revocations.end(sid, exp) {
+            Ok(()) => tracing::info!("single sign-on: session ended by the web app's logout"),
+            Err(e) => tracing::warn!(
+                error = e,
+                "single sign-on: the web app's logout could not end its session"
+            ),
+        }
+        let mut response = Response::new(empty());
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        let target = uri
+            .path_and_query()
+            .map_or("/", ::http::uri::PathAndQuery::as_str);
+        if let Ok(value) = HeaderValue::from_str(target) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        page::no_store(response.headers_mut());
+        self.clear_session_cookie(&mut response);
+        response
+    }
+
+    fn clear_session_cookie(&self, response: &mut Response<Body>) {
+        self.set_cookie(
+            response,
+            &format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+        );
     }
 
     fn unavailable(&self) -> Response<Body> {
@@ -615,6 +657,10 @@ impl Sso {
                 exp.saturating_mul(1000)
             ),
         );
+        self.set_cookie(
+            &mut response,
+            &format!("{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"),
+        );
         response
     }
 
@@ -820,6 +866,18 @@ fn param(query: &str, name: &str) -> Option<String> {
     let mut values = form_urlencoded::parse(query.as_bytes()).filter(|(n, _)| n == name);
     let (_, value) = values.next()?;
     values.next().is_none().then(|| value.into_owned())
+}
+
+/// The SSO session of a browser whose web app has logged itself out: a `GET` carrying the
+/// session cookie and the app's token cookie set to `false`.
+fn logged_out_by_app<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a str> {
+    if method != Method::GET || !headers.contains_key(header::COOKIE) {
+        return None;
+    }
+    let sid = cookies(headers, SESSION_COOKIE).find(|sid| !sid.is_empty())?;
+    cookies(headers, APP_TOKEN)
+        .any(|value| value == "false")
+        .then_some(sid)
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers.
