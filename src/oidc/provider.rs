@@ -1,6 +1,7 @@
 //! The identity provider as the gateway knows it: its discovery document (fetched at start and
-//! retried in the background until it answers), its signing keys (cached, fetched again on an
-//! unknown `kid` at most once per [`KEY_REFETCH_INTERVAL`]) and the ID-token check.
+//! retried in the background until it answers), its signing keys (cached for at most
+//! [`KEY_MAX_AGE`], fetched again on an unknown `kid` at most once per
+//! [`KEY_REFETCH_INTERVAL`]) and the ID-token check.
 
 use std::{
     sync::{Arc, Mutex},
@@ -33,6 +34,10 @@ pub const ALLOWED_ALGORITHMS: [Algorithm; 8] = [
 /// Shortest time between two key-set fetches caused by an unknown `kid`, so that tokens with
 /// made-up key ids cannot make the gateway hammer the provider.
 pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a fetched key set is used before it is fetched again, so that a key the provider
+/// withdrew stops being trusted.
+pub const KEY_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
@@ -115,6 +120,8 @@ pub enum TokenError {
 
 struct Keys {
     set: JwkSet,
+    /// When the set was fetched.
+    fetched: Instant,
     /// When an unknown `kid` last caused a fetch.
     refetched: Option<Instant>,
 }
@@ -276,22 +283,28 @@ impl Provider {
             signing.next().is_none().then(|| first.clone())
         };
         let mut keys = self.keys.lock().await;
-        if let Some(found) = keys.as_ref().and_then(|k| find(&k.set)) {
+        let fresh = keys
+            .as_ref()
+            .is_some_and(|k| k.fetched.elapsed() < KEY_MAX_AGE);
+        if fresh && let Some(found) = keys.as_ref().and_then(|k| find(&k.set)) {
             return Ok(found);
         }
-        let may_fetch = match keys.as_ref() {
-            None => true,
-            Some(k) => k
-                .refetched
-                .is_none_or(|at| at.elapsed() >= KEY_REFETCH_INTERVAL),
-        };
-        if !may_fetch {
+        // A fresh set without the key: an unknown `kid`, which may fetch at a bounded rate.
+        let refetched = keys.as_ref().and_then(|k| k.refetched);
+        if fresh && refetched.is_some_and(|at| at.elapsed() < KEY_REFETCH_INTERVAL) {
             return Err(TokenError::UnknownKey);
         }
         let set = self.fetch_keys(metadata).await.map_err(TokenError::Keys)?;
         let found = find(&set);
-        let refetched = keys.is_some().then(Instant::now);
-        *keys = Some(Keys { set, refetched });
+        *keys = Some(Keys {
+            set,
+            fetched: Instant::now(),
+            refetched: if fresh {
+                Some(Instant::now())
+            } else {
+                refetched
+            },
+        });
         found.ok_or(TokenError::UnknownKey)
     }
 
