@@ -351,6 +351,12 @@ fn check(
             return ExitCode::FAILURE;
         }
     };
+    if let Some(oidc) = &config.oidc
+        && let Err(e) = argilla_gateway::oidc::check_users(oidc, &store)
+    {
+        println!("{e}");
+        return ExitCode::FAILURE;
+    }
     for warning in &store.warnings {
         println!("warning: {warning}");
     }

@@ -1357,25 +1357,29 @@ fn duplicate_e_mails_stop_the_gateway_while_sso_maps_by_e_mail() {
         ),
     )
     .unwrap();
-    let output = common::binary(
-        dir.path(),
-        &[
-            ("ARGILLA_LOCAL_AUTH_USERS_DB_FILE", "users.yml"),
-            ("ARGILLA_GATEWAY_OIDC_ISSUER_URL", "http://127.0.0.1:9"),
-            ("ARGILLA_GATEWAY_OIDC_CLIENT_ID", "c"),
-            (
-                "ARGILLA_GATEWAY_OIDC_REDIRECT_URL",
-                "http://127.0.0.1:6900/oauth2/callback",
-            ),
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
+    let env = [
+        ("ARGILLA_LOCAL_AUTH_USERS_DB_FILE", "users.yml"),
+        ("ARGILLA_GATEWAY_OIDC_ISSUER_URL", "http://127.0.0.1:9"),
+        ("ARGILLA_GATEWAY_OIDC_CLIENT_ID", "c"),
+        (
+            "ARGILLA_GATEWAY_OIDC_REDIRECT_URL",
+            "http://127.0.0.1:6900/oauth2/callback",
+        ),
+    ];
+    let output = common::binary(dir.path(), &env, &[]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("share the e-mail address x@example.com"),
         "{stderr}"
+    );
+    let output = common::binary(dir.path(), &env, &["check"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "check says so too");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("users a, b share the e-mail address"),
+        "{stdout}"
     );
 }

@@ -908,3 +908,77 @@ pub fn check_users(config: &Oidc, store: &UserStore) -> Result<(), String> {
         Err(problems.join("\n"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sso(redirect: &str) -> Sso {
+        let config = config::from_raw(
+            toml::from_str(&format!(
+                "issuer_url = \"https://idp.example.com\"\nclient_id = \"c\"\nredirect_url = \"{redirect}\""
+            ))
+            .unwrap(),
+            &|_| None,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        Sso::new(config, Some("0123456789abcdef0123"))
+    }
+
+    #[test]
+    fn cookies_are_secure_on_https_only() {
+        for (redirect, secure) in [
+            ("https://argilla.example.com/oauth2/callback", true),
+            ("http://127.0.0.1:6900/oauth2/callback", false),
+        ] {
+            let mut response = Response::new(empty());
+            sso(redirect).set_cookie(&mut response, "a=b; Path=/");
+            let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+            assert_eq!(cookie.ends_with("; Secure"), secure, "{redirect}: {cookie}");
+        }
+    }
+
+    #[test]
+    fn the_sign_in_cookie_is_checked() {
+        let sso = sso("https://argilla.example.com/oauth2/callback");
+        let pending = Pending {
+            s: "state".into(),
+            n: "nonce".into(),
+            r: "/".into(),
+            e: now_secs() + 60,
+        };
+        let cookie = |pending: &Pending, key: &Sso| {
+            let payload = b64(&serde_json::to_vec(pending).unwrap());
+            let signature = b64(&key
+                .mac(b"cookie", payload.as_bytes())
+                .finalize()
+                .into_bytes());
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::COOKIE,
+                format!("x=1; {STATE_COOKIE}={payload}.{signature}")
+                    .parse()
+                    .unwrap(),
+            );
+            headers
+        };
+        assert_eq!(sso.pending(&cookie(&pending, &sso)).unwrap().s, "state");
+        let other = Sso::new(sso.config.clone(), Some("another-secret-0123456"));
+        assert!(
+            sso.pending(&cookie(&pending, &other)).is_none(),
+            "another key"
+        );
+        let expired = Pending {
+            e: now_secs() - 1,
+            ..pending
+        };
+        assert!(sso.pending(&cookie(&expired, &sso)).is_none(), "expired");
+        assert_eq!(
+            sso.verifier("state").len(),
+            43,
+            "a PKCE verifier of 43 characters"
+        );
+    }
+}
