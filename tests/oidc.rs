@@ -978,8 +978,22 @@ async fn the_web_apps_own_logout_ends_the_session_on_its_next_request() {
     let upstream = Upstream::start().await;
     let setup = Setup::new().await;
     let idp = Idp::start(0, &setup.redirect(), false);
-    let (gateway, _rest) = setup.start(&upstream, &idp.issuer(), &[]).await;
+    let (gateway, rest) = setup.start(&upstream, &idp.issuer(), &[]).await;
     gateway.discovered().await;
+    let ended_file = rest.dir.join("state/revoked-sessions");
+
+    // A made-up session cookie beside a logged-out app is sent on, and written nowhere.
+    let stranger = Browser::default();
+    stranger.store(&gateway.url("/"), "auth._token.authProvider=false; Path=/");
+    stranger.store(
+        &gateway.url("/"),
+        "argilla_gateway_sso=made-up.AAAA; Path=/",
+    );
+    let page = stranger.get(&gateway.url("/deployment.json")).await;
+    assert_eq!(page.status, StatusCode::TEMPORARY_REDIRECT);
+    let ended = std::fs::read_to_string(&ended_file).unwrap_or_default();
+    assert!(!ended.contains("made-up"), "{ended}");
+
     let browser = Browser::default();
     signed_in(&browser.sign_in(&gateway, "alice", "/").await, "/");
     let token = browser.app_token().unwrap();
@@ -1001,6 +1015,8 @@ async fn the_web_apps_own_logout_ends_the_session_on_its_next_request() {
     assert!(browser.cookie("argilla_gateway_sso").is_none());
     assert!(upstream.requests().is_empty());
     assert_eq!(me(&gateway, &token).await.0, 401, "the session is over");
+    let sid = session.value.split('.').next().unwrap();
+    assert!(std::fs::read_to_string(&ended_file).unwrap().contains(sid));
     let page = browser.get(&gateway.url("/deployment.json?x=1")).await;
     assert_eq!(page.status, StatusCode::OK, "then served as usual");
     assert_eq!(upstream.only().path, "/deployment.json");

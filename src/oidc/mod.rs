@@ -53,8 +53,8 @@ pub const STATE_COOKIE: &str = "argilla_gateway_oidc";
 pub const SESSION_COOKIE: &str = "argilla_gateway_sso";
 /// How long a sign-in may take at the provider.
 pub const STATE_LIFETIME_SECS: u64 = 600;
-/// Sign-ins in progress whose `state` was used, remembered until they expire; past the bound,
-/// callbacks are refused (503) rather than a used `state` forgotten.
+/// Sign-ins whose `state` was used, remembered until they expire; past the bound the memory
+/// starts again empty (a replayed code is still refused by the provider).
 pub const USED_STATES_CAPACITY: usize = 100_000;
 
 /// The web app's cookies (`@nuxtjs/auth-next`, local scheme, strategy `authProvider`).
@@ -235,15 +235,27 @@ impl Sso {
     /// an SSO session: ends the session, forgets the session cookie, and sends the browser to
     /// the same address again (`307`: `fetch` follows it with the same method), which is then
     /// served as usual.
-    fn end_after_app_logout(&self, sid: &str, uri: &Uri) -> Response<Body> {
-        // The token's own expiry is not known here; no SSO token outlives this.
-        let exp = now_secs().saturating_add(self.config.session_lifetime.as_secs());
-        match self.revocations.end(sid, exp) {
-            Ok(()) => tracing::info!("single sign-on: session ended by the web app's logout"),
-            Err(e) => tracing::warn!(
-                error = e,
-                "single sign-on: the web app's logout could not end its session"
-            ),
+    fn end_after_app_logout(&self, cookie: &str, uri: &Uri) -> Response<Body> {
+        // Only a session id the gateway signed is written down: a made-up one would let anyone
+        // fill the ended-sessions file.
+        let sid = cookie
+            .split_once('.')
+            .filter(|(sid, tag)| {
+                use subtle::ConstantTimeEq as _;
+                let expected = self.session_tag(sid);
+                tag.len() == expected.len() && bool::from(tag.as_bytes().ct_eq(expected.as_bytes()))
+            })
+            .map(|(sid, _)| sid);
+        if let Some(sid) = sid {
+            // The token's own expiry is not known here; no SSO token outlives this.
+            let exp = now_secs().saturating_add(self.config.session_lifetime.as_secs());
+            match self.revocations.end(sid, exp) {
+                Ok(()) => tracing::info!("single sign-on: session ended by the web app's logout"),
+                Err(e) => tracing::warn!(
+                    error = e,
+                    "single sign-on: the web app's logout could not end its session"
+                ),
+            }
         }
         let mut response = Response::new(empty());
         *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
@@ -305,6 +317,11 @@ impl Sso {
         mac.update(&[0]);
         mac.update(data);
         mac
+    }
+
+    /// The signature of a session id in the session cookie.
+    fn session_tag(&self, sid: &str) -> String {
+        b64(&self.mac(b"session", sid.as_bytes()).finalize().into_bytes())
     }
 
     /// The PKCE verifier of a sign-in: derived from its `state`, so it never leaves the gateway
@@ -421,11 +438,10 @@ impl Sso {
             let now = now_secs();
             used.retain(|_, exp| *exp > now);
             if used.len() >= USED_STATES_CAPACITY {
-                return Err(Box::new(page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Too many sign-ins",
-                    &["Too many sign-ins are in progress; try again in a few minutes.".into()],
-                )));
+                // Anyone can make many signed sign-ins; refusing here would let them stop every
+                // sign-in. Forgetting is safe: a forgotten `state` replayed brings back a code
+                // the provider already took (codes are single-use, RFC 6749 section 4.1.2).
+                used.clear();
             }
         }
         if used.insert(state.to_owned(), exp).is_some() {
@@ -659,7 +675,10 @@ impl Sso {
         );
         self.set_cookie(
             &mut response,
-            &format!("{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"),
+            &format!(
+                "{SESSION_COOKIE}={sid}.{}; Path=/; HttpOnly; SameSite=Lax",
+                self.session_tag(&sid)
+            ),
         );
         response
     }
