@@ -1399,3 +1399,52 @@ fn duplicate_e_mails_stop_the_gateway_while_sso_maps_by_e_mail() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_would_share_an_e_mail_is_refused_and_the_last_good_users_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.yml");
+    std::fs::write(&file, users_yaml()).unwrap();
+    let env: HashMap<&str, String> = [
+        (
+            "ARGILLA_LOCAL_AUTH_USERS_DB_FILE",
+            file.display().to_string(),
+        ),
+        (
+            "ARGILLA_GATEWAY_OIDC_ISSUER_URL",
+            "http://127.0.0.1:9".into(),
+        ),
+        ("ARGILLA_GATEWAY_OIDC_CLIENT_ID", "c".into()),
+        (
+            "ARGILLA_GATEWAY_OIDC_REDIRECT_URL",
+            "http://127.0.0.1:6900/oauth2/callback".into(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_sources(None, &|name| env.get(name).cloned()).unwrap();
+    let oidc = config.oidc.clone().unwrap();
+    let users = Users::open(&config.auth)
+        .unwrap()
+        .with_check(Box::new(move |store| {
+            argilla_gateway::oidc::check_users(&oidc, store)
+        }));
+    let hash = common::hash("pw");
+    std::fs::write(
+        &file,
+        format!(
+            "{}- username: mallory\n  hashed_password: '{hash}'\n  api_key: m-key\n  email: ALICE@example.com\n",
+            users_yaml()
+        ),
+    )
+    .unwrap();
+    let error = users.reload().unwrap_err().to_string();
+    assert!(
+        error.contains("users alice, mallory share the e-mail address alice@example.com"),
+        "{error}"
+    );
+    assert!(
+        users.snapshot().by_name("mallory").is_none(),
+        "the last good users stay"
+    );
+}
