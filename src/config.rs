@@ -179,6 +179,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Threads serving requests: 1 runs a single-threaded runtime (cheapest on one CPU).
     pub worker_threads: usize,
+    /// Single sign-on (`[oidc]`), when `issuer_url` is set.
+    pub oidc: Option<crate::oidc::config::Oidc>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +202,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     tls: RawTls,
+    #[serde(default)]
+    oidc: crate::oidc::config::RawOidc,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -756,6 +760,8 @@ impl Config {
             }
         };
 
+        let oidc = crate::oidc::config::from_raw(raw.oidc, env, secret_key.is_some())?;
+
         Ok(Self {
             listen,
             upstream: Upstream {
@@ -805,6 +811,7 @@ impl Config {
             tls,
             worker_threads,
             file: None,
+            oidc,
         })
     }
 

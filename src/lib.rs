@@ -8,6 +8,8 @@
 //! 4. [`proxy`]: client credentials and identity headers out, ours in, bodies streamed over the
 //!    client connection's own upstream connection ([`upstream`]).
 //!
+//! [`oidc`] answers `/oauth2/*` when single sign-on is configured.
+//!
 //! [`users`] reads and validates the users file; [`reload::Users`] holds it as one snapshot and
 //! swaps it whole on every reload, and [`reload::Reloader`] watches its folder.
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod limit;
 pub mod metrics;
+pub mod oidc;
 pub mod password;
 pub(crate) mod policy;
 pub(crate) mod proxy;

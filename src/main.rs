@@ -1,7 +1,12 @@
 //! The `argilla-gateway` command: `serve` (the default), `check`, `hash-password`, `healthcheck`
 //! and `users`.
 
-use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    io::IsTerminal as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use argilla_gateway::{
     config::{Config, LogFormat},
@@ -146,7 +151,11 @@ async fn run(config: Config) -> Result<(), Error> {
              built-in defaults and the environment"
         );
     }
-    let users = Arc::new(Users::open(&config.auth)?.after_apply(release_memory));
+    let users = with_sso_check(
+        Users::open(&config.auth)?.after_apply(release_memory),
+        &config,
+    )?;
+    let users = Arc::new(users);
     release_memory();
     if let Some(path) = users.path() {
         let store = users.snapshot();
@@ -226,6 +235,32 @@ async fn run(config: Config) -> Result<(), Error> {
     server::run(listener, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// With single sign-on mapping people by e-mail, a users file in which two users share an
+/// address is refused: at start, and at every reload.
+fn with_sso_check(users: Users, config: &Config) -> Result<Users, Error> {
+    let Some(oidc) = &config.oidc else {
+        return Ok(users);
+    };
+    argilla_gateway::oidc::check_users(oidc, &users.snapshot()).map_err(|message| {
+        Error::Users {
+            path: users
+                .path()
+                .unwrap_or(Path::new("(default user)"))
+                .to_owned(),
+            message,
+        }
+    })?;
+    tracing::info!(
+        issuer = oidc.issuer,
+        password_login = oidc.password_login,
+        "single sign-on configured: /oauth2/start, /oauth2/callback, /oauth2/sign_out"
+    );
+    let oidc = oidc.clone();
+    Ok(users.with_check(Box::new(move |store| {
+        argilla_gateway::oidc::check_users(&oidc, store)
+    })))
 }
 
 /// Says what a `SIGHUP` did, whatever it was (a reload that applied, or failed, says so itself).
@@ -321,6 +356,12 @@ fn check(
             return ExitCode::FAILURE;
         }
     };
+    if let Some(oidc) = &config.oidc
+        && let Err(e) = argilla_gateway::oidc::check_users(oidc, &store)
+    {
+        println!("{e}");
+        return ExitCode::FAILURE;
+    }
     for warning in &store.warnings {
         println!("warning: {warning}");
     }

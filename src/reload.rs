@@ -64,7 +64,12 @@ pub struct Users {
     last_failure: std::sync::Mutex<Option<(Option<Digest32>, String)>>,
     /// Called on the loading thread after a reload applied or refused a file.
     after_apply: Option<fn()>,
+    /// A further rule a file must pass to be applied (single sign-on's unique e-mails).
+    check: Option<Check>,
 }
+
+/// A rule over a whole users file; `Err` says what is wrong.
+pub type Check = Box<dyn Fn(&UserStore) -> Result<(), String> + Send + Sync>;
 
 impl Users {
     /// Loads the configured file, or the default user when there is none.
@@ -95,7 +100,16 @@ impl Users {
             reloads: watch::Sender::new(status),
             last_failure: std::sync::Mutex::new(None),
             after_apply: None,
+            check: None,
         }
+    }
+
+    /// Refuses, from the next reload on, any file that fails `check` (the caller checks the
+    /// store already loaded).
+    #[must_use]
+    pub fn with_check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// Runs `hook` on the loading thread each time a reload has applied or refused a file (not
@@ -148,7 +162,14 @@ impl Users {
             if self.current.load().digest() == Some(&digest) {
                 return Ok(None);
             }
-            UserStore::parse(path, &bytes).map(Some)
+            let store = UserStore::parse(path, &bytes)?;
+            if let Some(check) = &self.check {
+                check(&store).map_err(|message| Error::Users {
+                    path: path.clone(),
+                    message,
+                })?;
+            }
+            Ok(Some(store))
         });
         let mut last_failure = self
             .last_failure

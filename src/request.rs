@@ -104,6 +104,17 @@ async fn serve(
             "The request target must be ASCII: percent-encode other characters".into(),
         ));
     }
+    if let Some(sso) = state
+        .sso
+        .as_ref()
+        .filter(|sso| sso.handles(request.method(), request.uri().path(), request.headers()))
+    {
+        trace.route = route::Class::Sso;
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        return Ok(sso
+            .answer(method, uri, headers, &state.users, &state.tokens)
+            .await);
+    }
     let route = route::classify(request.method(), request.uri().path(), request.headers())?;
     // Upgrades (WebSocket only) are passed through on authenticated routes only.
     let upgrade = matches!(route, Route::Api(_))

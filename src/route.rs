@@ -99,11 +99,13 @@ pub enum Class {
     Me,
     /// [`Route::Api`].
     Api(Api),
+    /// `/oauth2/*` and the sign-in redirects, answered by single sign-on (not a [`Route`]).
+    Sso,
 }
 
 impl Class {
     /// Every class, in the order of [`Class::index`].
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Public,
         Self::Health,
         Self::Login,
@@ -120,6 +122,7 @@ impl Class {
         Self::Api(Api::ServerStatus),
         Self::Api(Api::Other),
         Self::Invalid,
+        Self::Sso,
     ];
 
     /// This class's place in [`Class::ALL`] (a counter's index).
@@ -132,6 +135,7 @@ impl Class {
             Self::Me => 3,
             Self::Api(api) => 4 + api as usize,
             Self::Invalid => 15,
+            Self::Sso => 16,
         }
     }
 
@@ -144,6 +148,7 @@ impl Class {
             Self::Health => "health",
             Self::Login => "login",
             Self::Me => "me",
+            Self::Sso => "sso",
             Self::Api(api) => api.label(),
         }
     }

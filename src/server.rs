@@ -19,6 +19,7 @@ use crate::{
     error::error_chain,
     limit::Limiter,
     metrics::{Extra, Metrics},
+    oidc::Sso,
     password::Verifier,
     proxy::Base,
     reload::Users,
@@ -49,6 +50,8 @@ pub struct State {
     pub upstream: Arc<Upstream>,
     /// Client connections that have not authenticated yet.
     pub admission: Arc<Admission>,
+    /// Single sign-on, when configured.
+    pub sso: Option<Arc<Sso>>,
     pub(crate) base: Base,
 }
 
@@ -61,13 +64,21 @@ impl State {
     #[must_use]
     pub fn new(config: Config, users: Arc<Users>) -> Self {
         let auth = &config.auth;
+        let sso = config
+            .oidc
+            .clone()
+            .map(|oidc| Arc::new(Sso::new(oidc, auth.secret_key.as_deref())));
+        if let Some(sso) = &sso {
+            sso.spawn_discovery();
+        }
         Self {
             verifier: Verifier::new(
                 auth.bcrypt_concurrency,
                 auth.credential_cache_ttl,
                 auth.credential_cache_capacity,
             ),
-            tokens: Tokens::new(auth.secret_key.as_deref(), auth.token_expiration),
+            tokens: Tokens::new(auth.secret_key.as_deref(), auth.token_expiration)
+                .with_revocations(sso.as_ref().map(|sso| sso.revocations())),
             limiter: Limiter::new(&config.rate_limit),
             metrics: Metrics::default(),
             tls: None,
@@ -85,6 +96,7 @@ impl State {
             )),
             admission: Admission::new(config.limits.max_unauthenticated_connections),
             base: Base::new(&config.upstream.url),
+            sso,
             users,
             config,
         }

@@ -13,7 +13,10 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::users::{User, UserStore};
+use crate::{
+    oidc::session::Revocations,
+    users::{User, UserStore},
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -21,6 +24,9 @@ struct Claims {
     iat: u64,
     exp: u64,
     fpr: String,
+    /// The SSO session id, on tokens issued at a single sign-on login only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
 /// Issues and checks gateway tokens.
@@ -34,6 +40,8 @@ pub struct Tokens {
     /// rest of the request's authentication. Expiry and the user's current password hash are
     /// still checked on every request.
     verified: RwLock<HashMap<Box<str>, Checked>>,
+    /// Ended SSO sessions: a token whose `sid` is in it is refused.
+    revocations: Option<Arc<Revocations>>,
 }
 
 /// What a verified token says.
@@ -41,6 +49,16 @@ struct Checked {
     sub: String,
     exp: u64,
     fpr: String,
+    sid: Option<String>,
+}
+
+/// A verified SSO token's session: its id and expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session id.
+    pub sid: String,
+    /// The token's expiry, seconds since the epoch.
+    pub exp: u64,
 }
 
 /// Most verified tokens remembered; past it the memory starts again empty.
@@ -83,7 +101,25 @@ impl Tokens {
             validation,
             lifetime,
             verified: RwLock::new(HashMap::new()),
+            revocations: None,
         }
+    }
+
+    /// Refuses tokens whose SSO session is in `revocations`.
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: Option<Arc<Revocations>>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    fn ended(&self, sid: Option<&str>) -> bool {
+        sid.is_some_and(|sid| self.revocations.as_ref().is_some_and(|r| r.is_ended(sid)))
+    }
+
+    /// How long a token lives.
+    #[must_use]
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
     }
 
     /// A token for `user`, valid for the configured lifetime.
@@ -92,15 +128,40 @@ impl Tokens {
     /// Never in practice: HS256 signing of a small JSON object cannot fail.
     #[must_use]
     pub fn issue(&self, user: &User) -> String {
+        self.sign(user, self.lifetime, None).0
+    }
+
+    /// A token for `user` from a single sign-on login: valid for `lifetime` (never longer than
+    /// the configured token lifetime), carrying the session id `sid`. Returns it with its `exp`.
+    #[must_use]
+    pub fn issue_session(&self, user: &User, lifetime: Duration, sid: &str) -> (String, u64) {
+        self.sign(user, lifetime.min(self.lifetime), Some(sid.to_owned()))
+    }
+
+    fn sign(&self, user: &User, lifetime: Duration, sid: Option<String>) -> (String, u64) {
         let iat = now_secs();
+        let exp = iat.saturating_add(lifetime.as_secs());
         let claims = Claims {
             sub: user.username.clone(),
             iat,
-            exp: iat.saturating_add(self.lifetime.as_secs()),
+            exp,
             fpr: fingerprint(user),
+            sid,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing does not fail")
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing does not fail");
+        (token, exp)
+    }
+
+    /// The SSO session a token belongs to, if it is a valid gateway token from an SSO login
+    /// (whether or not its user still exists).
+    #[must_use]
+    pub fn session(&self, token: &str) -> Option<Session> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        Some(Session {
+            sid: data.claims.sid?,
+            exp: data.claims.exp,
+        })
     }
 
     /// The user a token speaks for, if it is valid now: right algorithm and key, not expired,
@@ -115,11 +176,17 @@ impl Tokens {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // Strictly before `exp`; at or past it the full check below decides.
             if let Some(checked) = verified.get(token).filter(|c| now < c.exp) {
+                if self.ended(checked.sid.as_deref()) {
+                    return None;
+                }
                 let user = store.by_name(&checked.sub)?;
                 return fingerprint_matches(user, &checked.fpr).then(|| user.clone());
             }
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        if self.ended(data.claims.sid.as_deref()) {
+            return None;
+        }
         let user = store.by_name(&data.claims.sub)?;
         let valid = fingerprint_matches(user, &data.claims.fpr);
         if valid && now < data.claims.exp {
@@ -136,6 +203,7 @@ impl Tokens {
                     sub: data.claims.sub,
                     exp: data.claims.exp,
                     fpr: data.claims.fpr,
+                    sid: data.claims.sid,
                 },
             );
         }
@@ -328,6 +396,7 @@ mod tests {
             iat: now_secs(),
             exp: now_secs() + 600,
             fpr: fingerprint(user),
+            sid: None,
         };
         for i in 0..VERIFIED_CAPACITY + 10 {
             claims.iat = i as u64;
