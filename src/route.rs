@@ -440,6 +440,7 @@ mod tests {
                 "status",
                 "other",
                 "invalid",
+                "sso",
             ]
         );
         for (i, class) in Class::ALL.iter().enumerate() {
