@@ -225,6 +225,45 @@ def test_users_file_change_applies_within_a_second():
         rg.init(api_url=GATEWAY, api_key=USERS["alice"]["api_key"], workspace="team-new", timeout=30)
 
 
+def test_users_command_through_compose_run():
+    # deploy/README.md's quick start: the folder is the gateway user's, and only the one
+    # `docker compose run` that names deploy/compose.users.yml mounts it writable.
+    users_dir = FX["users_dir"]
+    for path in (users_dir, USERS_FILE):
+        os.chown(path, 65532, 65532)
+    started = time.monotonic()
+    out = compose(
+        "-f", os.path.join(ROOT, "deploy", "compose.users.yml"),
+        "run", "--rm", "--no-deps", "-T", "gateway",
+        "users", "add", "dave", "--workspace", "team-a", "--generate-password", "--cost", "4",
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    printed = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+    assert set(printed) == {"api_key", "password"}, out.stdout
+    USERS["dave"] = {"api_key": printed["api_key"], "password": printed["password"], "workspaces": ["team-a"]}
+    # The running gateway applies it; its own mount stayed read-only.
+    while me("dave").status_code != 200:
+        assert time.monotonic() - started < 60, "dave never became usable"
+        time.sleep(0.05)
+    print(f"docker compose run users add: usable through the gateway after {time.monotonic() - started:.2f}s")
+    r = me(headers={"Authorization": basic("dave")})
+    assert r.status_code == 200 and "team-a" in r.json()["workspaces"], r.text
+    assert os.stat(USERS_FILE).st_uid == 65532 and oct(os.stat(USERS_FILE).st_mode & 0o777) == "0o644"
+    mounts = [m for m in inspect("gateway")["Mounts"] if m["Destination"] == "/etc/argilla-gateway/users"]
+    assert len(mounts) == 1 and mounts[0]["RW"] is False, mounts
+    # A second add of the same name is refused, and nothing is written.
+    before = open(USERS_FILE, "rb").read()
+    out = compose(
+        "-f", os.path.join(ROOT, "deploy", "compose.users.yml"),
+        "run", "--rm", "--no-deps", "-T", "gateway",
+        "users", "add", "dave", "--generate-password", "--cost", "4",
+        check=False,
+    )
+    assert out.returncode != 0 and "dave" in out.stderr, (out.returncode, out.stderr)
+    assert open(USERS_FILE, "rb").read() == before
+
+
 def test_restart_gateway_loses_no_user():
     started = time.monotonic()
     out = compose("restart", "gateway")
