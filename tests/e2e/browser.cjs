@@ -1,8 +1,10 @@
 // The web-app scenario: the web app bundled with Argilla 1.5.1, in headless Chromium, through the gateway.
 //
 // Run by run.sh with E2E_FIXTURE (the run's URLs and users), E2E_NODE_MODULES (where
-// playwright-core is installed), E2E_CHROMIUM, E2E_ARTIFACTS_DIR (screenshot) and E2E_RESULT
-// (where the pass/fail counts go). Every step is counted; after a failed step the steps that
+// playwright-core is installed), E2E_CHROMIUM, E2E_ARTIFACTS_DIR (screenshots), E2E_RESULT
+// (where the pass/fail counts go), and for single sign-on E2E_SSO_GATEWAY_URL (a gateway with
+// [oidc] on and password login off, in front of the same upstream) and E2E_IDP_URL (the OpenID
+// Provider, tests/oidc/provider.mjs). Every step is counted; after a failed step the steps that
 // depend on it are counted as failed too, never skipped.
 'use strict';
 
@@ -19,6 +21,13 @@ const STEP_TIMEOUT_MS = 20000;
 
 const DATASET = 's4-alice';
 const WORKSPACE = 'team-a';
+const SSO = process.env.E2E_SSO_GATEWAY_URL;
+const IDP = process.env.E2E_IDP_URL;
+// alice's account at the provider: tests/oidc/provider.mjs (e-mail alice@example.com, verified,
+// the same as alice's in users.yml; password `<username>-idp-pw`).
+const IDP_PASSWORD = 'alice-idp-pw';
+const SSO_DATASET = 's4-sso';
+const SSO_WORKSPACE = 'team-b';
 const results = [];
 
 function assert(condition, message) {
@@ -97,6 +106,7 @@ async function main() {
   try {
     const seeded = await step('seed datasets through the gateway (alice, bob, admin)', async () => {
       await seed('alice', DATASET, WORKSPACE, 6);
+      await seed('alice', SSO_DATASET, SSO_WORKSPACE, 4);
       await seed('bob', 's4-bob', 'bob', 2);
       await seed('admin', 's4-secret', fx.other_team, 2);
     });
@@ -108,8 +118,15 @@ async function main() {
       'log out',
       'second user (workspaces: []) sees only his own datasets',
     ];
+    const ssoSteps = [
+      'SSO: opening the app (its /login page, loaded) shows the provider login form',
+      'SSO: the provider password signs in; the dataset list shows only the user datasets',
+      'SSO: annotate one record; upstream stores annotation agent = username',
+      'SSO: /oauth2/sign_out ends the session; its token is refused',
+      'SSO: opening the app again asks for the provider password again',
+    ];
     if (!seeded) {
-      failDependents(later, 'seeding failed');
+      failDependents([...later, ...ssoSteps], 'seeding failed');
       return;
     }
 
@@ -271,9 +288,156 @@ async function main() {
       await page.waitForURL('**/login**');
     });
 
+    await sso(browser, ssoSteps, apiLog);
+
     if (results.some((r) => !r.ok)) console.log(`API calls seen by the browser:\n  ${apiLog.join('\n  ')}`);
   } finally {
     if (browser) await browser.close().catch(() => {});
+  }
+}
+
+// The dataset links the app's list shows, as [workspace, name].
+async function listedDatasets(page) {
+  const links = await page
+    .locator('.table-info__body a[href^="/datasets/"]')
+    .evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+  return links.map((href) => href.split('/').slice(2, 4));
+}
+
+// Opens the app's root. Logged out, the app routes itself to its /login page in the browser,
+// without a request the gateway could answer; a full-page load of /login (a reload, a bookmark)
+// is the gateway's, which sends it to the provider (password_login = false). Then waits until
+// `page` shows the provider's own login form (tests/oidc/provider.mjs).
+async function openAppToProviderForm(page) {
+  await page.goto(`${SSO}/`);
+  await page.waitForURL((url) => url.href.startsWith(`${SSO}/login`));
+  await page.locator('input[type=password]').waitFor();
+  await page.reload();
+  await page.waitForURL((url) => url.href.startsWith(`${IDP}/interaction/`));
+  await page.locator('input[name=password]').waitFor();
+  assert((await page.title()) === 'Test IdP sign in', `not the provider's login page: ${await page.title()}`);
+}
+
+// Single sign-on with the unchanged web app, in a browser of its own (fresh cookies and storage).
+async function sso(browser, names, apiLog) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const dialogs = [];
+  page.on('dialog', async (dialog) => {
+    dialogs.push(`${dialog.type()}: ${dialog.message()}`);
+    await dialog.dismiss().catch(() => {});
+  });
+  page.on('response', (r) => {
+    if (r.url().includes('/api/')) apiLog.push(`${r.status()} ${r.request().method()} ${r.url()}`);
+  });
+  try {
+    const asked = await step(names[0], async () => {
+      await openAppToProviderForm(page);
+    });
+    if (!asked) return failDependents(names.slice(1), 'the provider login form was not shown');
+
+    let token;
+    const listed = await step(names[1], async () => {
+      await page.fill('input[name=username]', alice.username);
+      await page.fill('input[name=password]', IDP_PASSWORD);
+      const [listResponse] = await Promise.all([
+        page.waitForResponse((r) => r.url().startsWith(SSO) && new URL(r.url()).pathname === '/api/datasets/'),
+        page.click('button'),
+      ]);
+      assert(listResponse.status() === 200, `GET /api/datasets/ answered ${listResponse.status()}`);
+      await page.waitForURL(`${SSO}/datasets`);
+      await page.locator(`a[href="/datasets/${SSO_WORKSPACE}/${SSO_DATASET}"]`).waitFor();
+      const me = await page.evaluate(async () => {
+        const r = await fetch('/api/me', { headers: { Authorization: localStorage['auth._token.authProvider'] } });
+        return { status: r.status, body: await r.json() };
+      });
+      assert(me.status === 200 && me.body.username === alice.username, `/api/me: ${JSON.stringify(me)}`);
+      token = await page.evaluate(() => localStorage['auth._token.authProvider']);
+      assert(/^Bearer ./.test(token || ''), `the app holds no token: ${token}`);
+      const shown = await listedDatasets(page);
+      const allowed = new Set([...alice.workspaces, alice.username]);
+      for (const [workspace, name] of shown) {
+        assert(allowed.has(workspace), `list shows ${name} of workspace ${workspace}, not alice's`);
+      }
+      const names_ = shown.map(([, name]) => name);
+      for (const wanted of [DATASET, SSO_DATASET]) assert(names_.includes(wanted), `list lacks ${wanted}: ${names_}`);
+      for (const hidden of ['s4-bob', 's4-secret']) assert(!names_.includes(hidden), `list shows ${hidden}: ${names_}`);
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dataset-list-sso.png'), fullPage: true });
+      assert(dialogs.length === 0, `browser dialogs appeared: ${dialogs.join('; ')}`);
+    });
+    if (!listed) return failDependents(names.slice(2), 'the SSO login or its dataset list failed');
+
+    await step(names[2], async () => {
+      await page.click(`a[href="/datasets/${SSO_WORKSPACE}/${SSO_DATASET}"]`);
+      await page.waitForURL(`**/datasets/${SSO_WORKSPACE}/${SSO_DATASET}**`);
+      const record = page.locator('.record').first();
+      await record.waitFor();
+      const text = (await record.locator('.record__content').first().innerText()).trim();
+      assert(text.includes(`${SSO_DATASET} review`), `unexpected record text: ${text}`);
+      const [bulk] = await Promise.all([
+        page.waitForResponse((r) => r.url().includes(`/api/datasets/${SSO_DATASET}/TextClassification:bulk`)),
+        record.locator('.label-button', { hasText: 'positive' }).click(),
+      ]);
+      assert(bulk.status() === 200, `annotation :bulk answered ${bulk.status()}: ${await bulk.text()}`);
+      const sent = JSON.parse(bulk.request().postData());
+      assert(sent.records.length === 1, `the app sent ${sent.records.length} records`);
+      const { id } = sent.records[0];
+      assert(text.includes(sent.records[0].inputs.text), `the app annotated "${sent.records[0].inputs.text}", the first record shows "${text}"`);
+      // Ask the upstream directly, with the service key, what it stored.
+      let stored = [];
+      const deadline = Date.now() + 10000;
+      while (stored.length === 0 && Date.now() < deadline) {
+        const r = await api(UP, 'POST', `/api/datasets/${SSO_DATASET}/TextClassification:search?workspace=${SSO_WORKSPACE}&limit=50`, {
+          key: fx.upstream_api_key,
+          body: { query: { status: ['Validated'] } },
+        });
+        assert(r.status === 200, `upstream search answered ${r.status}: ${r.text}`);
+        stored = r.json.records;
+        if (stored.length === 0) await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert(stored.length === 1, `the upstream has ${stored.length} validated records`);
+      const [annotated] = stored;
+      assert(annotated.id === id, `validated record ${annotated.id}, the app annotated ${id}`);
+      assert(annotated.annotation?.agent === alice.username, `annotation agent is ${annotated.annotation?.agent}, not ${alice.username}`);
+      assert(
+        annotated.annotation.labels.map((l) => l.class).join() === 'positive',
+        `stored labels ${JSON.stringify(annotated.annotation.labels)}`,
+      );
+    });
+
+    const signedOut = await step(names[3], async () => {
+      await page.goto(`${SSO}/oauth2/sign_out`);
+      // The gateway sends the browser to the provider's end_session_endpoint, whose page asks
+      // for confirmation (oidc-provider's own page; no id_token_hint is sent).
+      await page.waitForURL((url) => url.origin === IDP && url.pathname === '/session/end');
+      await Promise.all([
+        page.waitForURL((url) => url.origin === IDP && url.pathname === '/session/end/success'),
+        page.locator('button[name=logout][value=yes]').click(),
+      ]);
+      const me = await fetch(`${SSO}/api/me`, {
+        headers: { Authorization: token },
+        signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+      });
+      assert(me.status === 401, `the signed-out token gets ${me.status} at /api/me`);
+      const cookie = (await context.cookies(SSO)).find((c) => c.name === 'auth._token.authProvider');
+      assert(!cookie || cookie.value === 'false', `the app's token cookie is still ${cookie && cookie.value}`);
+    });
+    if (!signedOut) return failDependents(names.slice(4), 'sign-out failed');
+
+    await step(names[4], async () => {
+      await openAppToProviderForm(page);
+      // Signing in again works (the form is the provider's, not a stale session's redirect).
+      await page.fill('input[name=username]', alice.username);
+      await page.fill('input[name=password]', IDP_PASSWORD);
+      await page.click('button');
+      await page.waitForURL(`${SSO}/datasets`);
+      await page.locator(`a[href="/datasets/${SSO_WORKSPACE}/${SSO_DATASET}"]`).waitFor();
+      assert(dialogs.length === 0, `browser dialogs appeared: ${dialogs.join('; ')}`);
+    });
+  } finally {
+    await context.close().catch(() => {});
   }
 }
 

@@ -99,7 +99,7 @@ for module in venv ensurepip; do
 done
 
 mkdir -p "$WORK" "$LOGS" "$ARTIFACTS"
-rm -rf "$RUN" "$LOGS"/*.log "$ARTIFACTS/dataset-list.png"
+rm -rf "$RUN" "$LOGS"/*.log "$ARTIFACTS/dataset-list.png" "$ARTIFACTS/dataset-list-sso.png"
 mkdir -p "$RUN"
 
 # ---------------------------------------------------------------- installs (idempotent)
@@ -145,6 +145,22 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 CHROMIUM=$(command -v chromium)
 
+# The OpenID Provider of the single sign-on scenario: tests/oidc/provider.mjs (panva's
+# oidc-provider), installed the way tests/oidc.rs installs it.
+OIDC_DIR=$ROOT/tests/oidc
+oidc_lock_stamp=$OIDC_DIR/node_modules/.argilla-gateway-lock
+if [[ -f $OIDC_DIR/node_modules/oidc-provider/package.json ]] && cmp -s "$OIDC_DIR/package-lock.json" "$oidc_lock_stamp"; then
+  say "reusing $OIDC_DIR/node_modules"
+else
+  say "installing the OpenID Provider's npm packages into $OIDC_DIR/node_modules"
+  (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --loglevel=error >"$LOGS/npm-oidc.log" 2>&1) ||
+    {
+      tail -n 30 "$LOGS/npm-oidc.log" >&2
+      die "npm ci in tests/oidc failed (log: $LOGS/npm-oidc.log)"
+    }
+  cp "$OIDC_DIR/package-lock.json" "$oidc_lock_stamp"
+fi
+
 if [[ -n ${E2E_GATEWAY_BIN:-} ]]; then
   GATEWAY_BIN=$E2E_GATEWAY_BIN
 else
@@ -162,10 +178,13 @@ say "prerequisites ready after $(($(date +%s) - STARTED))s"
 
 # ---------------------------------------------------------------- ports, users, secrets
 # Two stacks, each its own osmem, upstream and gateway: the gateway's `service` mode (every
-# scenario) and its `passthrough` mode (scenario 4: the upstream's users follow the file).
-read -r ES_PORT UPSTREAM_PORT GATEWAY_PORT PT_ES_PORT PT_UPSTREAM_PORT PT_GATEWAY_PORT < <("$CLIENT_PY" - <<'EOF'
+# scenario) and its `passthrough` mode (scenario 4: the upstream's users follow the file). Plus,
+# for the single sign-on scenario, an OpenID Provider and a third gateway (service mode, in front
+# of the service stack's upstream) with [oidc] on and password login off.
+read -r ES_PORT UPSTREAM_PORT GATEWAY_PORT PT_ES_PORT PT_UPSTREAM_PORT PT_GATEWAY_PORT IDP_PORT \
+  SSO_GATEWAY_PORT < <("$CLIENT_PY" - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(8)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -188,6 +207,16 @@ mkdir -p "$PT_RUN"
 # shellcheck source=/dev/null
 source "$RUN/secrets.env"
 PT_GATEWAY_SECRET_KEY=$(sed -n 's/^GATEWAY_SECRET_KEY=//p' "$PT_RUN/secrets.env")
+
+# The SSO gateway's own users file: a copy of the service stack's as generated (alice, with the
+# workspaces team-a and team-b and the e-mail alice@example.com of the provider's account alice;
+# bob; admin), untouched by the scenarios that edit the service stack's.
+SSO_RUN=$RUN/sso
+IDP_URL=http://127.0.0.1:$IDP_PORT
+SSO_GATEWAY_URL=http://127.0.0.1:$SSO_GATEWAY_PORT
+mkdir -p "$SSO_RUN/state"
+cp "$RUN/gateway-users.yml" "$SSO_RUN/gateway-users.yml"
+read -r SSO_GATEWAY_SECRET_KEY SSO_CLIENT_SECRET < <("$CLIENT_PY" -c 'import secrets; print(secrets.token_hex(32), secrets.token_urlsafe(24))')
 
 # ---------------------------------------------------------------- start the stacks
 # start_stack SUFFIX MODE RUN_DIR ES_PORT UPSTREAM_PORT GATEWAY_PORT GATEWAY_SECRET
@@ -230,12 +259,35 @@ wait_started() {
 start_stack "" service "$RUN" "$ES_PORT" "$UPSTREAM_PORT" "$GATEWAY_PORT" "$GATEWAY_SECRET_KEY"
 start_stack -passthrough passthrough "$PT_RUN" "$PT_ES_PORT" "$PT_UPSTREAM_PORT" "$PT_GATEWAY_PORT" \
   "$PT_GATEWAY_SECRET_KEY"
+start idp "$LOGS/idp.log" env PORT="$IDP_PORT" CLIENT_ID=argilla-gateway \
+  CLIENT_SECRET="$SSO_CLIENT_SECRET" REDIRECT_URI="$SSO_GATEWAY_URL/oauth2/callback" \
+  node "$OIDC_DIR/provider.mjs"
+wait_started idp "$IDP_URL/.well-known/openid-configuration" 30
+cd "$SSO_RUN"
+start gateway-sso "$LOGS/gateway-sso.log" env \
+  ARGILLA_GATEWAY_LISTEN="127.0.0.1:$SSO_GATEWAY_PORT" \
+  ARGILLA_GATEWAY_UPSTREAM_URL="$UPSTREAM_URL" \
+  ARGILLA_GATEWAY_UPSTREAM_MODE=service \
+  ARGILLA_GATEWAY_UPSTREAM_API_KEY="$UPSTREAM_API_KEY" \
+  ARGILLA_LOCAL_AUTH_USERS_DB_FILE="$SSO_RUN/gateway-users.yml" \
+  ARGILLA_LOCAL_AUTH_SECRET_KEY="$SSO_GATEWAY_SECRET_KEY" \
+  ARGILLA_GATEWAY_OIDC_ISSUER_URL="$IDP_URL" \
+  ARGILLA_GATEWAY_OIDC_CLIENT_ID=argilla-gateway \
+  ARGILLA_GATEWAY_OIDC_CLIENT_SECRET="$SSO_CLIENT_SECRET" \
+  ARGILLA_GATEWAY_OIDC_REDIRECT_URL="$SSO_GATEWAY_URL/oauth2/callback" \
+  ARGILLA_GATEWAY_OIDC_ALLOWED_EMAIL_DOMAINS=example.com \
+  ARGILLA_GATEWAY_OIDC_PASSWORD_LOGIN=false \
+  ARGILLA_GATEWAY_OIDC_STATE_DIR="$SSO_RUN/state" \
+  NO_COLOR=1 \
+  "$GATEWAY_BIN"
+cd "$ROOT"
 wait_started osmem "$ES_URL/" 30
 wait_started osmem-passthrough "$PT_ES_URL/" 30
 wait_started upstream "$UPSTREAM_URL/api/docs/spec.json" 150
 wait_started upstream-passthrough "$PT_UPSTREAM_URL/api/docs/spec.json" 150
 wait_started gateway "$GATEWAY_URL/healthz" 30
 wait_started gateway-passthrough "$PT_GATEWAY_URL/healthz" 30
+wait_started gateway-sso "$SSO_GATEWAY_URL/healthz" 30
 
 # ---------------------------------------------------------------- scenarios
 export E2E_FIXTURE=$RUN/fixture.json
@@ -252,8 +304,9 @@ E2E_FIXTURE=$PT_RUN/fixture.json PYTHONDONTWRITEBYTECODE=1 timeout 300 "$CLIENT_
   "$HERE/scenarios/test_4_upstream_reload.py" -c "$HERE/pytest.ini" -v -rfE \
   --junitxml="$RUN/pytest-passthrough.xml" </dev/null
 PT_PYTEST_RC=$?
-say "web app in headless Chromium"
+say "web app in headless Chromium (password login, then single sign-on)"
 E2E_NODE_MODULES=$NODE_DIR/node_modules E2E_CHROMIUM=$CHROMIUM E2E_RESULT=$RUN/browser.json \
+  E2E_SSO_GATEWAY_URL=$SSO_GATEWAY_URL E2E_IDP_URL=$IDP_URL \
   timeout 300 node "$HERE/browser.cjs" </dev/null
 BROWSER_RC=$?
 set -e
