@@ -145,6 +145,12 @@ async fn serve(
             Ok(answer::me(&identity))
         }
         Route::Public => {
+            // With single sign-on in charge of page loads, the browser must ask again for each
+            // page (not reuse a copy from when it was signed in), so that a signed-out load
+            // reaches the gateway and goes to the provider.
+            let revalidate = state.sso.as_ref().is_some_and(|sso| {
+                sso.guards_pages(request.method(), request.uri().path(), request.headers())
+            });
             let (parts, body) = request.into_parts();
             let query = parts.uri.query().map(str::to_owned);
             let target = Target {
@@ -154,7 +160,14 @@ async fn serve(
                 request_id: trace.request_id.clone(),
             };
             let body = streamed(body, state.config.limits.body_idle_timeout);
-            forward(state, parts, body, conn, target).await
+            let mut response = forward(state, parts, body, conn, target).await?;
+            if revalidate {
+                response.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-cache"),
+                );
+            }
+            Ok(response)
         }
         Route::Api(api) => {
             let identity = authenticate(state, &request, client, conn, trace).await?;

@@ -855,6 +855,74 @@ async fn post_login_targets_are_paths_of_this_site_only() {
     .await;
     assert_eq!(reply.status, 403);
     assert!(upstream.requests().is_empty());
+    // A signed-out browser opening any page of the app goes to the provider and comes back
+    // there; what is not a page load, or carries the app's token, is forwarded as before.
+    let navigate = [("sec-fetch-mode", "navigate"), ("accept", "text/html")];
+    let cases: [(&str, &str, &[(&str, &str)], Option<&str>); 7] = [
+        ("first visit", "/", &navigate, Some("/oauth2/start?rd=%2F")),
+        (
+            "deep link",
+            "/datasets?workspace=team-a",
+            &navigate,
+            Some("/oauth2/start?rd=%2Fdatasets%3Fworkspace%3Dteam%2Da"),
+        ),
+        (
+            "app logged out",
+            "/datasets",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("cookie", "auth._token.authProvider=false"),
+            ],
+            Some("/oauth2/start?rd=%2Fdatasets"),
+        ),
+        (
+            "no fetch metadata",
+            "/",
+            &[("accept", "text/html,application/xhtml+xml")],
+            Some("/oauth2/start?rd=%2F"),
+        ),
+        (
+            "signed in",
+            "/datasets",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("cookie", "auth._token.authProvider=Bearer%20x"),
+            ],
+            None,
+        ),
+        (
+            "script",
+            "/_nuxt/app.js",
+            &[("sec-fetch-mode", "no-cors"), ("accept", "*/*")],
+            None,
+        ),
+        ("api", "/api/_info", &navigate, None),
+    ];
+    for (case, path, headers, location) in cases {
+        let before = upstream.requests().len();
+        let reply = common::send("GET", &gateway.url(path), headers, "").await;
+        if let Some(location) = location {
+            assert_eq!(reply.status, 303, "{case}");
+            assert_eq!(reply.header("location"), Some(location), "{case}");
+            assert_eq!(
+                upstream.requests().len(),
+                before,
+                "{case}: nothing forwarded"
+            );
+        } else {
+            assert_eq!(reply.status, 200, "{case}: {:?}", reply.body);
+            assert_eq!(upstream.requests().len(), before + 1, "{case}: forwarded");
+            // A page the browser must ask for again, so that a later signed-out load comes here.
+            let page =
+                headers.contains(&("sec-fetch-mode", "navigate")) && !path.starts_with("/api/");
+            assert_eq!(
+                reply.header("cache-control") == Some("no-cache"),
+                page,
+                "{case}: {:?}",
+                reply.header("cache-control")
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -184,6 +184,19 @@ impl Sso {
                 && ((path == "/login" && (method == Method::GET || method == Method::HEAD))
                     || (path == "/api/security/token" && method == Method::POST)))
             || logged_out_by_app(method, headers).is_some()
+            || (!self.config.password_login && signed_out_navigation(method, path, headers))
+    }
+
+    /// Whether a forwarded page load must be asked for again each time (`Cache-Control:
+    /// no-cache`): with the password login off, a signed-out page load must reach the gateway
+    /// to be sent to the provider, and a copy the browser kept from when it was signed in would
+    /// show the web app's own password form instead.
+    #[must_use]
+    pub fn guards_pages(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        !self.config.password_login
+            && method == Method::GET
+            && !path.starts_with("/api/")
+            && navigation(headers)
     }
 
     /// Answers a request for which [`Sso::handles`] is true.
@@ -210,6 +223,18 @@ impl Sso {
                 // A full-page load of the web app's login page: straight to the provider.
                 let target = param(query, "redirect")
                     .as_deref()
+                    .and_then(identity::safe_target)
+                    .unwrap_or("/")
+                    .to_owned();
+                redirect(&format!("/oauth2/start?rd={}", encode(&target)))
+            }
+            (_, path) if !path.starts_with("/oauth2/") && !path.starts_with("/api/") => {
+                // A signed-out browser opening any page of the web app (whose own routing would
+                // show its password form without asking the server): straight to the provider,
+                // then back to that page.
+                let target = uri
+                    .path_and_query()
+                    .map(::http::uri::PathAndQuery::as_str)
                     .and_then(identity::safe_target)
                     .unwrap_or("/")
                     .to_owned();
@@ -898,6 +923,29 @@ fn logged_out_by_app<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a 
     cookies(headers, APP_TOKEN)
         .any(|value| value == "false")
         .then_some(sid)
+}
+
+/// A browser loading a page of the web app (a navigation, not a script, style or API call) with
+/// no login token in the web app's cookie: never signed in, signed out, or logged out by the app.
+/// The cookie only decides where to send the browser; it is never a credential.
+fn signed_out_navigation(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    if method != Method::GET || path.starts_with("/api/") || path.starts_with("/oauth2/") {
+        return false;
+    }
+    navigation(headers)
+        && !cookies(headers, APP_TOKEN)
+            .any(|value| value.starts_with("Bearer%20") || value.starts_with("Bearer "))
+}
+
+/// A page load (not a script, style or API call).
+fn navigation(headers: &HeaderMap) -> bool {
+    match headers.get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes() == b"navigate",
+        // Browsers without Fetch Metadata: a request that asks for HTML first.
+        None => headers
+            .get(header::ACCEPT)
+            .is_some_and(|accept| accept.as_bytes().starts_with(b"text/html")),
+    }
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers.

@@ -119,7 +119,7 @@ async function main() {
       'second user (workspaces: []) sees only his own datasets',
     ];
     const ssoSteps = [
-      'SSO: opening the app (its /login page, loaded) shows the provider login form',
+      'SSO: opening the app signed out shows the provider login form',
       'SSO: the provider password signs in; the dataset list shows only the user datasets',
       'SSO: annotate one record; upstream stores annotation agent = username',
       'SSO: /oauth2/sign_out ends the session; its token is refused',
@@ -304,15 +304,12 @@ async function listedDatasets(page) {
   return links.map((href) => href.split('/').slice(2, 4));
 }
 
-// Opens the app's root. Logged out, the app routes itself to its /login page in the browser,
-// without a request the gateway could answer; a full-page load of /login (a reload, a bookmark)
-// is the gateway's, which sends it to the provider (password_login = false). Then waits until
-// `page` shows the provider's own login form (tests/oidc/provider.mjs).
+// Opens the app's root. Signed out (no token in the app's cookie), a page load goes from the
+// gateway straight to the provider (password_login = false), before the app's own routing could
+// show its password form. Then waits until `page` shows the provider's own login form
+// (tests/oidc/provider.mjs).
 async function openAppToProviderForm(page) {
   await page.goto(`${SSO}/`);
-  await page.waitForURL((url) => url.href.startsWith(`${SSO}/login`));
-  await page.locator('input[type=password]').waitFor();
-  await page.reload();
   await page.waitForURL((url) => url.href.startsWith(`${IDP}/interaction/`));
   await page.locator('input[name=password]').waitFor();
   assert((await page.title()) === 'Test IdP sign in', `not the provider's login page: ${await page.title()}`);
