@@ -23,6 +23,18 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use explain::{entry_lines, explain};
 
+/// The keys an entry may have, in the order a new entry is written.
+pub(crate) const FIELDS: [&str; 8] = [
+    "username",
+    "hashed_password",
+    "api_key",
+    "email",
+    "full_name",
+    "disabled",
+    "workspaces",
+    "superuser",
+];
+
 /// A SHA-256 digest: how API keys are looked up and files compared.
 pub type Digest32 = [u8; 32];
 

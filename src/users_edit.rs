@@ -153,16 +153,7 @@ pub enum Op {
 }
 
 /// The order of keys in a new entry when the file has no entry to copy it from.
-const KEY_ORDER: [&str; 8] = [
-    "username",
-    "hashed_password",
-    "api_key",
-    "email",
-    "full_name",
-    "disabled",
-    "workspaces",
-    "superuser",
-];
+const KEY_ORDER: [&str; 8] = crate::users::FIELDS;
 
 /// Applies `change` to `text` (the file's content; empty for a new file) and returns the new
 /// content, checked to be exactly `text` with `change` applied, as YAML values. The result is

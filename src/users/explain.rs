@@ -1,19 +1,7 @@
 //! Why a users file failed to load, in words an operator can act on: every problem named by
 //! line and user, with a hint of what to write. Runs only when the file failed.
 
-use super::{Entry, SUMMARY_NAMES};
-
-/// The keys an entry may have.
-const FIELDS: [&str; 8] = [
-    "username",
-    "hashed_password",
-    "api_key",
-    "email",
-    "full_name",
-    "disabled",
-    "workspaces",
-    "superuser",
-];
+use super::{Entry, FIELDS, SUMMARY_NAMES};
 
 /// Turns the YAML reader's first error into every problem of the file, each named
 /// `line N, user #K ("name")` with a hint of what to write. Runs only when the file failed.
