@@ -9,8 +9,9 @@
 # (b) API-key load (wrk on CPU 1) on a gateway pinned with its upstream nginx to CPU 0, quiet and
 #     then while attack.py (CPU 1) sends ATTACK_RATE wrong-password Basic requests/s from 250
 #     loopback addresses, each for a distinct unknown username (bcrypt cost 12 each: the users
-#     file's usual cost), with the default failure budgets. Each round measures quiet, starts
-#     the flood, lets it run ATTACK_WARMUP s, and measures again in the same run. Targets:
+#     file's usual cost), with the default failure budgets. Each round starts the flood, lets it
+#     run ATTACK_WARMUP s, measures, lets the flood end and drain, and measures quiet again; the
+#     flood is compared with the mean of the quiet measurements just before and after it. Targets:
 #     attacked p99 <= 1.5x quiet p99, attacked req/s >= 0.9x quiet req/s (medians of rounds).
 # Every process this script starts is killed by PID on exit; all traffic goes to 127.0.0.1;
 # every load is bounded in count and time.
@@ -214,11 +215,14 @@ wait_idle() { # until PROXY_CPU is quiet (someone else's build over), at most 60
 log "(b) warm-up"
 wrk_run 3 >/dev/null
 : >"$WORK/raw.jsonl"
+# Each flood is measured between two quiet measurements (the one before it and the one after
+# it, which is also the next round's "before"), and compared with their mean: the speed of this
+# shared machine drifts by 2x within minutes, and a drift then moves both sides alike.
+wait_idle
+s0=$(snapshot)
+quiet=$(wrk_run "$DURATION")
+quiet_cpu=$(shares "$s0" "$(snapshot)")
 for round in $(seq 1 "$ROUNDS"); do
-    wait_idle
-    s0=$(snapshot)
-    quiet=$(wrk_run "$DURATION")
-    quiet_cpu=$(shares "$s0" "$(snapshot)")
     checks0=$(metric "$METRICS_B" argilla_gateway_bcrypt_checks_total)
     timeout $((ATTACK_WARMUP + DURATION + 20)) taskset -c "$LOAD_CPU" python3 "$HERE/attack.py" \
         127.0.0.1 "$GW_B_PORT" "$ROUTE" "$ATTACK_RATE" $((ATTACK_WARMUP + DURATION + 1)) \
@@ -232,12 +236,17 @@ for round in $(seq 1 "$ROUNDS"); do
     attacked_cpu=$(shares "$s0" "$(snapshot)")
     checks2=$(metric "$METRICS_B" argilla_gateway_bcrypt_checks_total)
     wait $apid || true
-    printf '{"round":%d,"quiet":%s,"attacked":%s,"quiet_cpu":{%s},"attacked_cpu":{%s},"attack":%s,"checks_warmup":%d,"checks_measured":%d}\n' \
-        "$round" "$quiet" "$attacked" "$quiet_cpu" "$attacked_cpu" "$(cat "$WORK/attack-$round.json")" $((checks1 - checks0)) $((checks2 - checks1)) \
-        >>"$WORK/raw.jsonl"
-    log "round $round: $(tail -n 1 "$WORK/raw.jsonl" | python3 -c 'import json,sys; d=json.load(sys.stdin); q,a=d["quiet"],d["attacked"]
-print("quiet %.0f req/s p99 %.2f ms (foreign %.1f%%); attacked %.0f req/s p99 %.2f ms (foreign %.1f%%, bcrypt %.1f%% + nice-19 %.1f%% of CPU 0); bcrypt %d checks in %s s" % (q["rps"], q["p99_ms"], d["quiet_cpu"]["foreign_pct"], a["rps"], a["p99_ms"], d["attacked_cpu"]["foreign_pct"], d["attacked_cpu"]["bcrypt_normal_pct"], d["attacked_cpu"]["bcrypt_nice19_pct"], d["checks_measured"], sys.argv[1]))' "$DURATION")"
     sleep 6 # the flood's queue drains (at most 5 s of waiting, then refused)
+    wait_idle
+    s0=$(snapshot)
+    after=$(wrk_run "$DURATION")
+    after_cpu=$(shares "$s0" "$(snapshot)")
+    printf '{"round":%d,"quiet":%s,"attacked":%s,"after":%s,"quiet_cpu":{%s},"attacked_cpu":{%s},"after_cpu":{%s},"attack":%s,"checks_warmup":%d,"checks_measured":%d}\n' \
+        "$round" "$quiet" "$attacked" "$after" "$quiet_cpu" "$attacked_cpu" "$after_cpu" "$(cat "$WORK/attack-$round.json")" \
+        $((checks1 - checks0)) $((checks2 - checks1)) >>"$WORK/raw.jsonl"
+    log "round $round: $(tail -n 1 "$WORK/raw.jsonl" | python3 -c 'import json,sys; d=json.load(sys.stdin); q,a,b=d["quiet"],d["attacked"],d["after"]
+print("quiet %.0f req/s p99 %.2f ms; attacked %.0f req/s p99 %.2f ms (bcrypt %.1f%% + nice-19 %.1f%% of CPU 0); quiet after %.0f req/s p99 %.2f ms; foreign %.1f / %.1f / %.1f%%; bcrypt %d checks in %s s" % (q["rps"], q["p99_ms"], a["rps"], a["p99_ms"], d["attacked_cpu"]["bcrypt_normal_pct"], d["attacked_cpu"]["bcrypt_nice19_pct"], b["rps"], b["p99_ms"], d["quiet_cpu"]["foreign_pct"], d["attacked_cpu"]["foreign_pct"], d["after_cpu"]["foreign_pct"], d["checks_measured"], sys.argv[1]))' "$DURATION")"
+    quiet=$after quiet_cpu=$after_cpu
 done
 
 # ---------------------------------------------------------------- report
@@ -254,8 +263,10 @@ def pct(xs, p):
 ok = codes.count("200")
 p99 = pct(times, 0.99)
 rows = [json.loads(line) for line in open(raw_file)]
-p99_ratio = [r["attacked"]["p99_ms"] / r["quiet"]["p99_ms"] for r in rows]
-rps_ratio = [r["attacked"]["rps"] / r["quiet"]["rps"] for r in rows]
+def around(r, k):  # the mean of the quiet measurements before and after the flood
+    return (r["quiet"][k] + r["after"][k]) / 2
+p99_ratio = [r["attacked"]["p99_ms"] / around(r, "p99_ms") for r in rows]
+rps_ratio = [r["attacked"]["rps"] / around(r, "rps") for r in rows]
 med = statistics.median
 answers = {}
 for r in rows:
@@ -269,13 +280,13 @@ print("| answered 200 | p50 s | p99 s | max s |")
 print("|---:|---:|---:|---:|")
 print(f"| {ok} of {len(codes)} | {pct(times, 0.5):.2f} | {p99:.2f} | {times[-1]:.2f} |\n")
 print(f"### (b) API keys while {rate} wrong passwords/s arrive\n")
-print(f"Gateway and upstream nginx on CPU 0, `wrk -t1 -c64` with an API key and `attack.py` on CPU 1. Each of {rounds} rounds: {duration} s quiet, then the flood ({rate} req/s of Basic `nobody-<n>:wrong-password`, a distinct unknown username each, from 250 loopback addresses; bcrypt cost 12 each), {warmup} s of it, then {duration} s measured with it. Default budgets. Ratios are per round (attacked ÷ quiet), medians over rounds.\n")
-print("| round | quiet req/s | quiet p99 ms | attacked req/s | attacked p99 ms | req/s ratio | p99 ratio | bcrypt checks/s | bcrypt % of CPU 0: normal + nice 19 | foreign % of CPU 0: quiet / attacked |")
+print(f"Gateway and upstream nginx on CPU 0, `wrk -t1 -c64` with an API key and `attack.py` on CPU 1. Each of {rounds} rounds: {duration} s quiet, then the flood ({rate} req/s of Basic `nobody-<n>:wrong-password`, a distinct unknown username each, from 250 loopback addresses; bcrypt cost 12 each), {warmup} s of it, then {duration} s measured with it, then {duration} s quiet again after it has drained (the next round's quiet before). Default budgets. Ratios are per round: attacked ÷ the mean of the quiet measurements before and after; medians over rounds.\n")
+print("| round | quiet req/s: before / after | quiet p99 ms: before / after | attacked req/s | attacked p99 ms | req/s ratio | p99 ratio | bcrypt checks/s | bcrypt % of CPU 0: normal + nice 19 | foreign % of CPU 0: before / attacked / after |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r, pr, rr in zip(rows, p99_ratio, rps_ratio):
-    q, a, qc, ac = r["quiet"], r["attacked"], r["quiet_cpu"], r["attacked_cpu"]
-    print(f"| {r['round']} | {q['rps']:,.0f} | {q['p99_ms']:.2f} | {a['rps']:,.0f} | {a['p99_ms']:.2f} | {rr:.3f} | {pr:.2f} | {r['checks_measured'] / float(duration):.1f} | {ac['bcrypt_normal_pct']:.1f} + {ac['bcrypt_nice19_pct']:.1f} | {qc['foreign_pct']:.1f} / {ac['foreign_pct']:.1f} |")
-print(f"| **median** | {med(r['quiet']['rps'] for r in rows):,.0f} | {med(r['quiet']['p99_ms'] for r in rows):.2f} | {med(r['attacked']['rps'] for r in rows):,.0f} | {med(r['attacked']['p99_ms'] for r in rows):.2f} | **{med(rps_ratio):.3f}** | **{med(p99_ratio):.2f}** | {checks_rate:.1f} | {med(r['attacked_cpu']['bcrypt_normal_pct'] for r in rows):.1f} + {med(r['attacked_cpu']['bcrypt_nice19_pct'] for r in rows):.1f} | {med(r['quiet_cpu']['foreign_pct'] for r in rows):.1f} / {med(r['attacked_cpu']['foreign_pct'] for r in rows):.1f} |\n")
+    q, a, b, qc, ac, bc = r["quiet"], r["attacked"], r["after"], r["quiet_cpu"], r["attacked_cpu"], r["after_cpu"]
+    print(f"| {r['round']} | {q['rps']:,.0f} / {b['rps']:,.0f} | {q['p99_ms']:.2f} / {b['p99_ms']:.2f} | {a['rps']:,.0f} | {a['p99_ms']:.2f} | {rr:.3f} | {pr:.2f} | {r['checks_measured'] / float(duration):.1f} | {ac['bcrypt_normal_pct']:.1f} + {ac['bcrypt_nice19_pct']:.1f} | {qc['foreign_pct']:.1f} / {ac['foreign_pct']:.1f} / {bc['foreign_pct']:.1f} |")
+print(f"| **median** | {med(around(r, 'rps') for r in rows):,.0f} (mean of both) | {med(around(r, 'p99_ms') for r in rows):.2f} (mean of both) | {med(r['attacked']['rps'] for r in rows):,.0f} | {med(r['attacked']['p99_ms'] for r in rows):.2f} | **{med(rps_ratio):.3f}** | **{med(p99_ratio):.2f}** | {checks_rate:.1f} | {med(r['attacked_cpu']['bcrypt_normal_pct'] for r in rows):.1f} + {med(r['attacked_cpu']['bcrypt_nice19_pct'] for r in rows):.1f} | {med(r['quiet_cpu']['foreign_pct'] for r in rows):.1f} / {med(r['attacked_cpu']['foreign_pct'] for r in rows):.1f} / {med(r['after_cpu']['foreign_pct'] for r in rows):.1f} |\n")
 print("Foreign: CPU 0 time spent by neither the gateway nor the upstream nginx (other processes on the shared machine); it moves both req/s and p99.\n")
 print("Attacker's answers (all rounds): " + ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())) + ".\n")
 print("| target | measured | verdict |")
