@@ -22,7 +22,7 @@ use argilla_gateway::{
     body::{Body, full},
     config::Config,
     reload::{Reloader, Users},
-    server::{self, State},
+    server::{self, Started, State},
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -350,21 +350,15 @@ impl Options {
         let env: HashMap<&str, String> = env.into_iter().collect();
         let config = Config::from_sources(Some(&self.toml), &|name| env.get(name).cloned())
             .expect("test configuration is valid");
-        let users = Arc::new(Users::open(&config.auth).expect("users load"));
-        let reloader = Reloader::start(users.clone(), &config.reload).expect("watcher starts");
+        let Started {
+            state,
+            users,
+            reloader,
+        } = State::start(config).expect("users, watcher and TLS files load");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("gateway address");
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|tls| argilla_gateway::tls::acceptor(tls).expect("TLS files load"));
-        let mut state = State::new(config, users.clone());
-        if let Some(acceptor) = tls {
-            state = state.with_tls(acceptor);
-        }
-        let state = Arc::new(state);
         let (shutdown, signal) = oneshot::channel::<()>();
         let (done, stopped) = oneshot::channel::<()>();
         let serving = state.clone();
