@@ -36,6 +36,13 @@ use hyper_util::{
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot};
 
+pub mod users;
+#[allow(
+    unused_imports,
+    reason = "each test binary uses a different part of the harness"
+)]
+pub use users::{Entry, UsersFile, hash, users_yaml};
+
 /// The upstream service key the test gateways use.
 pub const SERVICE_KEY: &str = "upstream-service-key";
 
@@ -253,35 +260,6 @@ pub fn ok_json(body: &str) -> Response<Body> {
         .header("content-type", "application/json")
         .body(full(body.to_owned()))
         .unwrap()
-}
-
-/// bcrypt of `pw` at cost 4, once per test binary.
-pub fn hash(password: &str) -> String {
-    static HASHES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    HASHES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap()
-        .entry(password.to_owned())
-        .or_insert_with(|| bcrypt::hash(password, 4).unwrap())
-        .clone()
-}
-
-/// The users most tests use: a superuser, a user with team workspaces, a `workspaces: []` user
-/// and a disabled user. Passwords are `<name>-pw`, keys `<name>-key`.
-pub fn users_yaml() -> String {
-    format!(
-        "- username: root\n  hashed_password: '{}'\n  api_key: root-key\n\
-         - username: alice\n  hashed_password: '{}'\n  api_key: alice-key\n  email: alice@example.com\n  full_name: Alice A\n  workspaces: [team-a, shared]\n\
-         - username: bob\n  hashed_password: '{}'\n  api_key: bob-key\n  workspaces: []\n\
-         - username: carol\n  hashed_password: '{}'\n  api_key: carol-key\n  workspaces: [team-b]\n\
-         - username: dave\n  hashed_password: '{}'\n  api_key: dave-key\n  disabled: true\n  workspaces: [team-a]\n",
-        hash("root-pw"),
-        hash("alice-pw"),
-        hash("bob-pw"),
-        hash("carol-pw"),
-        hash("dave-pw"),
-    )
 }
 
 /// A running gateway.
