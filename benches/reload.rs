@@ -15,14 +15,12 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use argilla_gateway::{
     config::Config,
-    reload::{Reloader, Users},
-    server::{self, State},
+    server::{self, Started, State},
     users::UserStore,
 };
 use bytes::Bytes;
@@ -97,13 +95,15 @@ async fn apply_latency(dir: &Path, hash: &str, base_users: usize, writes: usize)
     .into_iter()
     .collect();
     let config = Config::from_sources(None, &|name| env.get(name).cloned()).expect("config");
-    let users = Arc::new(Users::open(&config.auth).expect("users"));
-    let _reloader = Reloader::start(users.clone(), &config.reload).expect("watcher");
+    let Started {
+        state,
+        reloader: _reloader,
+        ..
+    } = State::start(config).expect("users and watcher");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
-    let state = Arc::new(State::new(config, users));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::run(listener, state, async {
         let _ = stopped.await;

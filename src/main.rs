@@ -11,8 +11,8 @@ use std::{
 use argilla_gateway::{
     config::{Config, LogFormat},
     error::Error,
-    reload::{ReloadOutcome, Reloader, Users},
-    server::{self, State},
+    reload::{ReloadOutcome, Users},
+    server::{self, Started, State},
     users::{self, UserStore},
 };
 use clap::{Parser, Subcommand};
@@ -155,7 +155,6 @@ async fn run(config: Config) -> Result<(), Error> {
         Users::open(&config.auth)?.after_apply(release_memory),
         &config,
     )?;
-    let users = Arc::new(users);
     release_memory();
     if let Some(path) = users.path() {
         let store = users.snapshot();
@@ -167,7 +166,12 @@ async fn run(config: Config) -> Result<(), Error> {
     for warning in config_warnings(&config) {
         tracing::warn!("{warning}");
     }
-    let _reloader = Reloader::start(users.clone(), &config.reload)?;
+    let Started {
+        state,
+        users,
+        reloader: _reloader,
+    } = State::start_with(config, users)?;
+    let config = &state.config;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -189,16 +193,6 @@ async fn run(config: Config) -> Result<(), Error> {
         ),
         None => None,
     };
-    let tls = config
-        .tls
-        .as_ref()
-        .map(argilla_gateway::tls::acceptor)
-        .transpose()?;
-    let mut state = State::new(config, users.clone());
-    if let Some(acceptor) = tls {
-        state = state.with_tls(acceptor);
-    }
-    let state = Arc::new(state);
     let probing = state.clone();
     tokio::spawn(async move {
         let (url, mode) = (&probing.config.upstream.url, probing.config.upstream.mode);

@@ -16,13 +16,13 @@ use crate::{
     auth::Authenticator,
     body::full,
     config::{Config, Mode},
-    error::error_chain,
+    error::{Error, error_chain},
     limit::Limiter,
     metrics::{Extra, Metrics},
     oidc::Sso,
     password::Verifier,
     proxy::Base,
-    reload::Users,
+    reload::{Reloader, Users},
     request::{Connection, handle},
     token::Tokens,
     upstream::{self, Affinity, Outgoing, Upstream},
@@ -53,6 +53,18 @@ pub struct State {
     /// Single sign-on, when configured.
     pub sso: Option<Arc<Sso>>,
     pub(crate) base: Base,
+}
+
+/// What [`State::start`] sets going: hand `state` to [`run`], keep `reloader` for as long as the
+/// users file is to be watched.
+#[must_use = "dropping the reloader stops watching the users file"]
+pub struct Started {
+    /// The state to serve with.
+    pub state: Arc<State>,
+    /// The live users (the same as the state's), for reloads on demand.
+    pub users: Arc<Users>,
+    /// Watches the users file until dropped.
+    pub reloader: Reloader,
 }
 
 impl State {
@@ -100,6 +112,36 @@ impl State {
             users,
             config,
         }
+    }
+
+    /// Everything but the listeners, for `config`: its users file (or default user) loaded and
+    /// watched, its TLS files read, and the state built on them.
+    ///
+    /// # Errors
+    /// The users file is missing or invalid, its folder cannot be watched, or the TLS files
+    /// cannot be loaded.
+    pub fn start(config: Config) -> Result<Started, Error> {
+        let users = Users::open(&config.auth)?;
+        Self::start_with(config, users)
+    }
+
+    /// [`State::start`] with users the caller has opened (and set up) itself.
+    ///
+    /// # Errors
+    /// The folder of the users file cannot be watched, or the TLS files cannot be loaded.
+    pub fn start_with(config: Config, users: Users) -> Result<Started, Error> {
+        let users = Arc::new(users);
+        let reloader = Reloader::start(users.clone(), &config.reload)?;
+        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let mut state = Self::new(config, users.clone());
+        if let Some(acceptor) = tls {
+            state = state.with_tls(acceptor);
+        }
+        Ok(Started {
+            state: Arc::new(state),
+            users,
+            reloader,
+        })
     }
 
     /// Terminates TLS on the main listener with `acceptor`.

@@ -45,12 +45,10 @@ fn configured_but_missing_users_file_stops_start() {
 fn duplicate_key_stops_start_naming_both_users() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("users.yml");
-    let hash = common::hash("pw");
-    std::fs::write(
-        &file,
-        format!("- username: ann\n  hashed_password: '{hash}'\n  api_key: same-key\n- username: ben\n  hashed_password: '{hash}'\n  api_key: same-key\n"),
-    )
-    .unwrap();
+    common::UsersFile::new()
+        .with(common::Entry::new("ann").password("pw").key("same-key"))
+        .with(common::Entry::new("ben").password("pw").key("same-key"))
+        .write(&file);
     let (ok, text) = run(
         dir.path(),
         &[("ARGILLA_LOCAL_AUTH_USERS_DB_FILE", file.to_str().unwrap())],

@@ -28,7 +28,7 @@ use argilla_gateway::{
 };
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{Recorded, SERVICE_KEY, Upstream};
+use common::{Entry, Recorded, SERVICE_KEY, Upstream, UsersFile};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, service::service_fn};
@@ -152,14 +152,25 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // The gateway
 
+/// A superuser, two users the provider knows by e-mail (one disabled) and one it does not;
+/// every password is `pw`.
 fn users_yaml() -> String {
-    let hash = common::hash("pw");
-    format!(
-        "- username: root\n  hashed_password: '{hash}'\n  api_key: root-key\n\
-         - username: alice\n  hashed_password: '{hash}'\n  api_key: alice-key\n  email: alice@example.com\n  workspaces: [team-a, shared]\n\
-         - username: bob\n  hashed_password: '{hash}'\n  api_key: bob-key\n  workspaces: []\n\
-         - username: dave\n  hashed_password: '{hash}'\n  api_key: dave-key\n  email: dave@example.com\n  disabled: true\n"
-    )
+    UsersFile::new()
+        .with(Entry::new("root").password("pw"))
+        .with(
+            Entry::new("alice")
+                .password("pw")
+                .email("alice@example.com")
+                .workspaces(&["team-a", "shared"]),
+        )
+        .with(Entry::new("bob").password("pw").workspaces(&[]))
+        .with(
+            Entry::new("dave")
+                .password("pw")
+                .email("dave@example.com")
+                .disabled(),
+        )
+        .yaml()
 }
 
 /// A gateway whose listener is bound before its configuration is made, so that the redirect
@@ -1432,15 +1443,20 @@ async fn forged_and_wrong_id_tokens_are_refused() {
 #[test]
 fn duplicate_e_mails_stop_the_gateway_while_sso_maps_by_e_mail() {
     let dir = tempfile::tempdir().unwrap();
-    let hash = common::hash("pw");
-    std::fs::write(
-        dir.path().join("users.yml"),
-        format!(
-            "- username: a\n  hashed_password: '{hash}'\n  api_key: k1\n  email: x@example.com\n\
-             - username: b\n  hashed_password: '{hash}'\n  api_key: k2\n  email: X@Example.com\n"
-        ),
-    )
-    .unwrap();
+    UsersFile::new()
+        .with(
+            Entry::new("a")
+                .password("pw")
+                .key("k1")
+                .email("x@example.com"),
+        )
+        .with(
+            Entry::new("b")
+                .password("pw")
+                .key("k2")
+                .email("X@Example.com"),
+        )
+        .write(&dir.path().join("users.yml"));
     let env = [
         ("ARGILLA_LOCAL_AUTH_USERS_DB_FILE", "users.yml"),
         ("ARGILLA_GATEWAY_OIDC_ISSUER_URL", "http://127.0.0.1:9"),
@@ -1497,15 +1513,11 @@ async fn a_reload_that_would_share_an_e_mail_is_refused_and_the_last_good_users_
         .with_check(Box::new(move |store| {
             argilla_gateway::oidc::check_users(&oidc, store)
         }));
-    let hash = common::hash("pw");
-    std::fs::write(
-        &file,
-        format!(
-            "{}- username: mallory\n  hashed_password: '{hash}'\n  api_key: m-key\n  email: ALICE@example.com\n",
-            users_yaml()
-        ),
-    )
-    .unwrap();
+    let mallory = Entry::new("mallory")
+        .password("pw")
+        .key("m-key")
+        .email("ALICE@example.com");
+    std::fs::write(&file, format!("{}{}", users_yaml(), mallory.yaml())).unwrap();
     let error = users.reload().unwrap_err().to_string();
     assert!(
         error.contains("users alice, mallory share the e-mail address alice@example.com"),

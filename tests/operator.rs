@@ -33,11 +33,9 @@ fn run(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, Str
     )
 }
 
+/// `name`'s entry (password `pw`, key `<name>-key`) followed by the lines `extra`, valid or not.
 fn entry(name: &str, extra: &str) -> String {
-    format!(
-        "- username: {name}\n  hashed_password: '{}'\n  api_key: {name}-key\n{extra}",
-        common::hash("pw")
-    )
+    format!("{}{extra}", common::Entry::new(name).password("pw").yaml())
 }
 
 #[test]
@@ -48,10 +46,7 @@ fn check_reports_on_stdout_with_the_warnings_serve_would_log() {
         entry("tom", ""),
         entry("sue", "  superuser: true\n"),
         entry("ann", "  workspaces: []\n"),
-        format!(
-            "- username: old\n  hashed_password: '{}'\n  api_key: old-key\n  workspaces: [team-a]\n",
-            bcrypt::hash("pw", 4).unwrap()
-        ),
+        entry("old", "  workspaces: [team-a]\n"),
     ]
     .concat();
     std::fs::write(&file, yaml).unwrap();

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Options, Upstream, basic, get, send, until};
+use common::{Entry, Options, Upstream, UsersFile, basic, get, send, until};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -83,10 +83,12 @@ async fn abandoned_waits_with_the_cpus_busy_then_a_right_password_passes() {
     let bob = bcrypt::hash("bob-pw", 10).unwrap();
     let upstream = Upstream::start().await;
     let mut options = Options::new(&upstream).env("ARGILLA_GATEWAY_BCRYPT_CONCURRENCY", "1");
-    options.users_yaml = Some(format!(
-        "- username: alice\n  hashed_password: '{hash}'\n  api_key: alice-key\n\
-         - username: bob\n  hashed_password: '{bob}'\n  api_key: bob-key\n"
-    ));
+    options.users_yaml = Some(
+        UsersFile::new()
+            .with(Entry::new("alice").hashed(hash))
+            .with(Entry::new("bob").hashed(bob))
+            .yaml(),
+    );
     let gateway = options.start().await;
     let verifier = &gateway.state.verifier;
     let busy = BusyCpus::start();
@@ -158,9 +160,11 @@ async fn a_full_queue_refuses_at_once_and_serves_again_when_it_drains() {
             "ARGILLA_GATEWAY_RATE_LIMIT_FAILURES_PER_USERNAME",
             "1000000",
         );
-    options.users_yaml = Some(format!(
-        "- username: alice\n  hashed_password: '{hash}'\n  api_key: alice-key\n"
-    ));
+    options.users_yaml = Some(
+        UsersFile::new()
+            .with(Entry::new("alice").hashed(hash))
+            .yaml(),
+    );
     let gateway = options.start().await;
     let verifier = &gateway.state.verifier;
     let addr = gateway.addr;

@@ -21,15 +21,13 @@ use std::{
 };
 
 use argilla_gateway::reload::ReloadStatus;
-use common::{Gateway, Options, Upstream, basic, get, hash, users_yaml};
+use common::{Entry, Gateway, Options, Upstream, UsersFile, basic, get, users_yaml};
 
 /// The base users plus `erin` (key `erin-key`): the change every style below applies.
 fn with_erin() -> String {
-    format!(
-        "{}- username: erin\n  hashed_password: '{}'\n  api_key: erin-key\n  workspaces: [team-a]\n",
-        users_yaml(),
-        hash("erin-pw")
-    )
+    UsersFile::standard()
+        .with(Entry::new("erin").workspaces(&["team-a"]))
+        .yaml()
 }
 
 async fn status_of(gateway: &Gateway, key: &str) -> u16 {
@@ -446,10 +444,12 @@ async fn a_slow_in_place_write_is_applied_once_and_whole() {
         .start()
         .await;
     // Fifty users written entry by entry: every prefix cut at an entry is itself a valid file.
-    let hash = hash("many-pw");
     let entries: Vec<String> = (0..50)
         .map(|i| {
-            format!("- username: many{i}\n  hashed_password: '{hash}'\n  api_key: many-key-{i}\n")
+            Entry::new(&format!("many{i}"))
+                .password("many-pw")
+                .key(format!("many-key-{i}"))
+                .yaml()
         })
         .collect();
     let mut reloads = gateway.users.subscribe();

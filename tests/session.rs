@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::{Gateway, Options, SERVICE_KEY, Upstream, basic, get, send};
+use common::{Entry, Gateway, Options, SERVICE_KEY, Upstream, UsersFile, basic, get, send};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
@@ -308,13 +308,14 @@ async fn tokens_end_with_password_change_removal_and_disable() {
         200
     );
 
-    let yaml = common::users_yaml()
-        .replace(&common::hash("alice-pw"), &common::hash("alice-new"))
-        .replace("- username: bob\n", "- username: bobby\n")
-        .replace(
-            "api_key: carol-key\n",
-            "api_key: carol-key\n  disabled: true\n",
-        );
+    let yaml = UsersFile::standard()
+        .change("alice", |alice| alice.password("alice-new"))
+        .change("bob", |bob| Entry {
+            username: "bobby".into(),
+            ..bob
+        })
+        .change("carol", Entry::disabled)
+        .yaml();
     gateway.replace_users(&yaml).await;
 
     assert_eq!(
@@ -529,10 +530,9 @@ async fn a_wrong_password_flood_is_refused_at_the_bcrypt_queue_not_queued_foreve
     let upstream = Upstream::start().await;
     // One bcrypt thread (8 may wait), slow hashes, budgets out of the way.
     let slow = bcrypt::hash("victim-pw", 11).unwrap();
-    let yaml = format!(
-        "{}- username: victim\n  hashed_password: '{slow}'\n  api_key: victim-key\n",
-        common::users_yaml()
-    );
+    let yaml = UsersFile::standard()
+        .with(Entry::new("victim").hashed(slow))
+        .yaml();
     let mut options = Options::new(&upstream)
         .env("ARGILLA_GATEWAY_BCRYPT_CONCURRENCY", "1")
         .env("ARGILLA_GATEWAY_RATE_LIMIT_FAILURES_PER_ADDRESS", "1000000")
@@ -613,9 +613,11 @@ async fn concurrent_first_requests_with_the_same_password_run_bcrypt_once() {
     let hash = bcrypt::hash("alice-pw", 10).unwrap();
     let upstream = Upstream::start().await;
     let mut options = Options::new(&upstream);
-    options.users_yaml = Some(format!(
-        "- username: alice\n  hashed_password: '{hash}'\n  api_key: alice-key\n  workspaces: [team-a]\n"
-    ));
+    options.users_yaml = Some(
+        UsersFile::new()
+            .with(Entry::new("alice").hashed(hash).workspaces(&["team-a"]))
+            .yaml(),
+    );
     let gateway = options.start().await;
     let url = gateway.url("/api/datasets/a1?workspace=team-a");
     // More than the per-username budget (10): requests that wait for the running check take

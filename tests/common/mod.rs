@@ -22,7 +22,7 @@ use argilla_gateway::{
     body::{Body, full},
     config::Config,
     reload::{Reloader, Users},
-    server::{self, State},
+    server::{self, Started, State},
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -35,6 +35,13 @@ use hyper_util::{
 };
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot};
+
+pub mod users;
+#[allow(
+    unused_imports,
+    reason = "each test binary uses a different part of the harness"
+)]
+pub use users::{Entry, UsersFile, hash, users_yaml};
 
 /// The upstream service key the test gateways use.
 pub const SERVICE_KEY: &str = "upstream-service-key";
@@ -255,35 +262,6 @@ pub fn ok_json(body: &str) -> Response<Body> {
         .unwrap()
 }
 
-/// bcrypt of `pw` at cost 4, once per test binary.
-pub fn hash(password: &str) -> String {
-    static HASHES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    HASHES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap()
-        .entry(password.to_owned())
-        .or_insert_with(|| bcrypt::hash(password, 4).unwrap())
-        .clone()
-}
-
-/// The users most tests use: a superuser, a user with team workspaces, a `workspaces: []` user
-/// and a disabled user. Passwords are `<name>-pw`, keys `<name>-key`.
-pub fn users_yaml() -> String {
-    format!(
-        "- username: root\n  hashed_password: '{}'\n  api_key: root-key\n\
-         - username: alice\n  hashed_password: '{}'\n  api_key: alice-key\n  email: alice@example.com\n  full_name: Alice A\n  workspaces: [team-a, shared]\n\
-         - username: bob\n  hashed_password: '{}'\n  api_key: bob-key\n  workspaces: []\n\
-         - username: carol\n  hashed_password: '{}'\n  api_key: carol-key\n  workspaces: [team-b]\n\
-         - username: dave\n  hashed_password: '{}'\n  api_key: dave-key\n  disabled: true\n  workspaces: [team-a]\n",
-        hash("root-pw"),
-        hash("alice-pw"),
-        hash("bob-pw"),
-        hash("carol-pw"),
-        hash("dave-pw"),
-    )
-}
-
 /// A running gateway.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -350,21 +328,15 @@ impl Options {
         let env: HashMap<&str, String> = env.into_iter().collect();
         let config = Config::from_sources(Some(&self.toml), &|name| env.get(name).cloned())
             .expect("test configuration is valid");
-        let users = Arc::new(Users::open(&config.auth).expect("users load"));
-        let reloader = Reloader::start(users.clone(), &config.reload).expect("watcher starts");
+        let Started {
+            state,
+            users,
+            reloader,
+        } = State::start(config).expect("users, watcher and TLS files load");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("gateway address");
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|tls| argilla_gateway::tls::acceptor(tls).expect("TLS files load"));
-        let mut state = State::new(config, users.clone());
-        if let Some(acceptor) = tls {
-            state = state.with_tls(acceptor);
-        }
-        let state = Arc::new(state);
         let (shutdown, signal) = oneshot::channel::<()>();
         let (done, stopped) = oneshot::channel::<()>();
         let serving = state.clone();

@@ -136,10 +136,9 @@ forwarded! {
 async fn cred_basic_72_byte_prefix_collision() {
     let long = format!("{}-tail-one", "p".repeat(72));
     let hash = bcrypt::hash(&long, 4).unwrap();
-    let yaml = format!(
-        "{}- username: long\n  hashed_password: '{hash}'\n  api_key: long-key\n",
-        common::users_yaml()
-    );
+    let yaml = common::UsersFile::standard()
+        .with(common::Entry::new("long").hashed(hash))
+        .yaml();
     let rig = Rig::with(|mut o| {
         o.users_yaml = Some(yaml);
         o

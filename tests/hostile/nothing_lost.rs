@@ -177,10 +177,11 @@ fn users_version(i: u64) -> String {
     if i.is_multiple_of(2) {
         format!("# reload {i}\n{base}")
     } else {
-        format!(
-            "{base}- username: temp{i}\n  hashed_password: '{}'\n  api_key: temp-key-{i}\n  workspaces: []\n",
-            common::hash("temp-pw")
-        )
+        let temp = common::Entry::new(&format!("temp{i}"))
+            .password("temp-pw")
+            .key(format!("temp-key-{i}"))
+            .workspaces(&[]);
+        format!("{base}{}", temp.yaml())
     }
 }
 

@@ -12,10 +12,7 @@ use crate::{
 
 /// A user the hostile files try to add; their key must never work.
 fn mallory() -> String {
-    format!(
-        "- username: mallory\n  hashed_password: '{}'\n  api_key: mallory-key\n",
-        common::hash("mallory-pw")
-    )
+    common::Entry::new("mallory").yaml()
 }
 
 /// Runs `change` on the users file's folder and waits until the gateway has tried to reload
@@ -125,8 +122,8 @@ async fn users_wrong_type_api_key_list() {
 async fn users_unknown_field_typo() {
     // `disable:` instead of `disabled:` must not silently enable a user.
     refused_file(&with_mallory(&format!(
-        "- username: eve\n  hashed_password: '{}'\n  api_key: eve-key\n  disable: true\n",
-        common::hash("eve-pw")
+        "{}  disable: true\n",
+        common::Entry::new("eve").yaml()
     )))
     .await;
 }
@@ -142,18 +139,17 @@ async fn users_plaintext_password() {
 #[tokio::test]
 async fn users_2x_hash_prefix() {
     let hash = common::hash("eve-pw").replacen("$2b$", "$2x$", 1);
-    refused_file(&with_mallory(&format!(
-        "- username: eve\n  hashed_password: '{hash}'\n  api_key: eve-key\n"
-    )))
+    refused_file(&with_mallory(
+        &common::Entry::new("eve").hashed(hash).yaml(),
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn users_duplicate_api_key() {
-    refused_file(&with_mallory(&format!(
-        "- username: eve\n  hashed_password: '{}'\n  api_key: alice-key\n",
-        common::hash("eve-pw")
-    )))
+    refused_file(&with_mallory(
+        &common::Entry::new("eve").key("alice-key").yaml(),
+    ))
     .await;
 }
 
@@ -325,11 +321,9 @@ async fn users_replaced_mid_read_does_not_wedge_reloads() {
         file.write_all(&full.as_bytes()[..full.len() / 2]).unwrap();
     }
     // Mid-read, a good file with a new user replaces the FIFO.
-    let erin = format!(
-        "{}- username: erin\n  hashed_password: '{}'\n  api_key: erin-key\n",
-        common::users_yaml(),
-        common::hash("erin-pw")
-    );
+    let erin = common::UsersFile::standard()
+        .with(common::Entry::new("erin"))
+        .yaml();
     let applied = reloads.borrow().applied;
     let temp = dir.join(".users.yml.tmp");
     std::fs::write(&temp, &erin).unwrap();
