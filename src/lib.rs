@@ -12,6 +12,10 @@
 //!
 //! [`users`] reads and validates the users file; [`reload::Users`] holds it as one snapshot and
 //! swaps it whole on every reload, and [`reload::Reloader`] watches its folder.
+//! [`users_cmd`] is the `users` command, which changes that file through [`users_edit`].
+//!
+//! [`config`] holds every setting as one row (key, environment variable, default);
+//! [`server::State::start`] sets up everything but the listeners.
 #![warn(missing_docs)]
 
 pub mod admission;
