@@ -34,7 +34,6 @@ pub struct Entry {
     pub api_key: String,
     pub email: Option<String>,
     pub full_name: Option<String>,
-    pub superuser: bool,
     pub disabled: bool,
     /// `None`: no `workspaces` key at all.
     pub workspaces: Option<Vec<String>>,
@@ -49,7 +48,6 @@ impl Entry {
             api_key: format!("{name}-key"),
             email: None,
             full_name: None,
-            superuser: false,
             disabled: false,
             workspaces: None,
         }
@@ -81,12 +79,6 @@ impl Entry {
         self
     }
 
-    /// `superuser: true`.
-    pub fn superuser(mut self) -> Self {
-        self.superuser = true;
-        self
-    }
-
     /// `disabled: true`.
     pub fn disabled(mut self) -> Self {
         self.disabled = true;
@@ -110,9 +102,6 @@ impl Entry {
         }
         if let Some(name) = &self.full_name {
             let _ = writeln!(text, "  full_name: {name}");
-        }
-        if self.superuser {
-            text += "  superuser: true\n";
         }
         if self.disabled {
             text += "  disabled: true\n";
@@ -157,31 +146,10 @@ impl UsersFile {
         }
     }
 
-    /// The standard users named in `names`, in file order.
-    pub fn only(names: &[&str]) -> Self {
-        let mut file = Self::standard();
-        file.entries
-            .retain(|e| names.contains(&e.username.as_str()));
-        assert_eq!(
-            file.entries.len(),
-            names.len(),
-            "unknown users in {names:?}"
-        );
-        file
-    }
-
     /// `entry` added at the end (a username already present is kept: duplicates are for tests
     /// that want them refused).
     pub fn with(mut self, entry: Entry) -> Self {
         self.entries.push(entry);
-        self
-    }
-
-    /// Without the user `name`.
-    pub fn without(mut self, name: &str) -> Self {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.username != name);
-        assert_ne!(self.entries.len(), before, "no user {name} to remove");
         self
     }
 
